@@ -1,0 +1,9 @@
+//! Host-side bindings of the `eddy:plugin` world in `wit/`.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "handler",
+});
+
+pub use eddy::plugin::log::Level;
+pub use eddy::plugin::types::PublishError;

@@ -1,0 +1,367 @@
+//! `eddy.toml`: what to consume, where the plugins are, how events are routed
+//! and what each plugin may do.
+//!
+//! Parsing is strict (unknown keys are errors). [`Config::load`] applies the
+//! environment overrides the Python services already use, then
+//! [`Config::problems`] lists everything that is wrong in words a user can
+//! act on; `eddy check` prints that list and `eddy run` refuses to start on it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Largest `memory_mb` a plugin may ask for; also the pooling allocator's slot size.
+pub const MAX_MEMORY_MB: u64 = 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub plugins: PluginsConfig,
+    /// Accepted for forward compatibility with the operations endpoints;
+    /// `eddy run` does not serve HTTP yet.
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Per-plugin settings, keyed by plugin name (the `.wasm` file stem).
+    #[serde(default)]
+    pub plugin: BTreeMap<String, PluginSettings>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Env `KAFKA_BOOTSTRAP_SERVERS` overrides it.
+    pub bootstrap_servers: String,
+    /// Env `KAFKA_CONSUMER_GROUP` overrides it.
+    pub group_id: String,
+    /// `earliest` or `latest`; env `KAFKA_AUTO_OFFSET_RESET` overrides it. Default `earliest`.
+    #[serde(default = "default_offset_reset")]
+    pub auto_offset_reset: String,
+    /// Any other librdkafka consumer property.
+    #[serde(default)]
+    pub consumer: BTreeMap<String, String>,
+    /// Any other librdkafka producer property.
+    #[serde(default)]
+    pub producer: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folder of `<plugin-name>.wasm` files; relative to the config file.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Default `0.0.0.0:9464`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub topic: String,
+    /// Exact names or globs with `*` (`user.*`, `*`).
+    pub event_types: Vec<String>,
+    pub plugin: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginSettings {
+    /// Topics the plugin may publish to; anything else is refused. Default none.
+    #[serde(default)]
+    pub publish_to: Vec<String>,
+    /// Wall-clock budget of one attempt, in milliseconds. Default 1000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Linear memory limit of one instance, in MiB. Default 64.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u64,
+    /// Attempts after the first before the event is dead-lettered. Default 3.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Default `<topic>.dlq`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Follow-ups one event may publish. Default 100.
+    #[serde(default = "default_max_follow_ups")]
+    pub max_follow_ups: usize,
+    /// Total bytes of the follow-ups of one event. Default 1 MiB.
+    #[serde(default = "default_max_follow_up_bytes")]
+    pub max_follow_up_bytes: usize,
+    /// Values the plugin reads with `config.get`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            publish_to: Vec::new(),
+            timeout_ms: default_timeout_ms(),
+            memory_mb: default_memory_mb(),
+            max_retries: default_max_retries(),
+            dead_letter_topic: None,
+            max_follow_ups: default_max_follow_ups(),
+            max_follow_up_bytes: default_max_follow_up_bytes(),
+            config: BTreeMap::new(),
+        }
+    }
+}
+
+impl PluginSettings {
+    /// Where this plugin's failed events from `topic` go.
+    pub fn dead_letter_topic_for(&self, topic: &str) -> String {
+        self.dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{topic}.dlq"))
+    }
+}
+
+fn default_offset_reset() -> String {
+    "earliest".to_string()
+}
+fn default_listen() -> String {
+    "0.0.0.0:9464".to_string()
+}
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_memory_mb() -> u64 {
+    64
+}
+fn default_max_retries() -> u32 {
+    3
+}
+fn default_max_follow_ups() -> usize {
+    100
+}
+fn default_max_follow_up_bytes() -> usize {
+    1 << 20
+}
+
+impl Config {
+    /// Reads and parses `path`, applies the environment overrides and makes
+    /// the plugin folder absolute.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Config::parse(&text)
+            .with_context(|| format!("config file {} is not valid", path.display()))?;
+        config.apply_env(|name| std::env::var(name).ok());
+        if config.plugins.dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            config.plugins.dir = base.join(&config.plugins.dir);
+        }
+        Ok(config)
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Overrides Kafka settings from `KAFKA_BOOTSTRAP_SERVERS`,
+    /// `KAFKA_CONSUMER_GROUP` and `KAFKA_AUTO_OFFSET_RESET`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        if let Some(v) = var("KAFKA_BOOTSTRAP_SERVERS") {
+            self.kafka.bootstrap_servers = v;
+        }
+        if let Some(v) = var("KAFKA_CONSUMER_GROUP") {
+            self.kafka.group_id = v;
+        }
+        if let Some(v) = var("KAFKA_AUTO_OFFSET_RESET") {
+            self.kafka.auto_offset_reset = v;
+        }
+    }
+
+    /// Settings of `plugin`, or the defaults when it has no `[plugin.NAME]` table.
+    pub fn settings(&self, plugin: &str) -> PluginSettings {
+        self.plugin.get(plugin).cloned().unwrap_or_default()
+    }
+
+    /// The distinct topics the routes consume, in order of first mention.
+    pub fn topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = Vec::new();
+        for route in &self.routes {
+            if !topics.contains(&route.topic) {
+                topics.push(route.topic.clone());
+            }
+        }
+        topics
+    }
+
+    /// Everything wrong with this configuration that does not need a plugin
+    /// file or Kafka to find out. Empty when it is usable.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let kafka = &self.kafka;
+        if kafka.bootstrap_servers.trim().is_empty() {
+            problems.push("[kafka] bootstrap_servers is empty".to_string());
+        }
+        if kafka.group_id.trim().is_empty() {
+            problems.push("[kafka] group_id is empty".to_string());
+        }
+        if !matches!(kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
+            problems.push(format!(
+                "[kafka] auto_offset_reset is {:?}; use \"earliest\" or \"latest\"",
+                kafka.auto_offset_reset
+            ));
+        }
+        if self.routes.is_empty() {
+            problems.push("no [[routes]]: eddy would consume nothing".to_string());
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = format!(
+                "route #{} (topic {:?}, plugin {:?})",
+                i + 1,
+                route.topic,
+                route.plugin
+            );
+            if route.topic.trim().is_empty() {
+                problems.push(format!("{at}: topic is empty"));
+            }
+            if !is_plugin_name(&route.plugin) {
+                problems.push(format!(
+                    "{at}: plugin name must be letters, digits, '-' or '_' (it is the .wasm file stem)"
+                ));
+            }
+            if route.event_types.is_empty() {
+                problems.push(format!(
+                    "{at}: event_types is empty; list event types or use [\"*\"] for all"
+                ));
+            }
+            if route.event_types.iter().any(|t| t.trim().is_empty()) {
+                problems.push(format!("{at}: an event type is empty"));
+            }
+        }
+        for (name, settings) in &self.plugin {
+            let at = format!("[plugin.{name}]");
+            if !self.routes.iter().any(|r| &r.plugin == name) {
+                problems.push(format!("{at}: no route sends events to this plugin"));
+            }
+            if settings.timeout_ms == 0 {
+                problems.push(format!("{at}: timeout_ms must be at least 1"));
+            }
+            if settings.memory_mb == 0 || settings.memory_mb > MAX_MEMORY_MB {
+                problems.push(format!(
+                    "{at}: memory_mb is {}; it must be between 1 and {MAX_MEMORY_MB}",
+                    settings.memory_mb
+                ));
+            }
+            if settings.max_follow_ups == 0 && !settings.publish_to.is_empty() {
+                problems.push(format!(
+                    "{at}: publish_to lists topics but max_follow_ups is 0"
+                ));
+            }
+            if settings.publish_to.iter().any(|t| t.trim().is_empty()) {
+                problems.push(format!("{at}: publish_to has an empty topic"));
+            }
+        }
+        problems
+    }
+}
+
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+        [kafka]
+        bootstrap_servers = "localhost:9092"
+        group_id = "core-consumer-group"
+
+        [plugins]
+        dir = "./plugins"
+
+        [[routes]]
+        topic = "user.events"
+        event_types = ["user.created", "user.*"]
+        plugin = "welcome-email"
+
+        [plugin.welcome-email]
+        publish_to = ["notification.commands"]
+        config = { sender = "noreply@example.com" }
+    "#;
+
+    #[test]
+    fn the_design_example_parses_with_defaults() {
+        let config = Config::parse(EXAMPLE).unwrap();
+        assert_eq!(config.kafka.auto_offset_reset, "earliest");
+        let settings = config.settings("welcome-email");
+        assert_eq!(settings.timeout_ms, 1000);
+        assert_eq!(settings.memory_mb, 64);
+        assert_eq!(settings.max_retries, 3);
+        assert_eq!(
+            settings.dead_letter_topic_for("user.events"),
+            "user.events.dlq"
+        );
+        assert_eq!(settings.config["sender"], "noreply@example.com");
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = EXAMPLE.replace("publish_to", "publish_too");
+        let err = format!("{:#}", Config::parse(&text).unwrap_err());
+        assert!(err.contains("publish_too"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_kafka_settings() {
+        let mut config = Config::parse(EXAMPLE).unwrap();
+        config.apply_env(|name| match name {
+            "KAFKA_BOOTSTRAP_SERVERS" => Some("kafka:29092".into()),
+            "KAFKA_CONSUMER_GROUP" => Some("other".into()),
+            "KAFKA_AUTO_OFFSET_RESET" => Some("latest".into()),
+            _ => None,
+        });
+        assert_eq!(config.kafka.bootstrap_servers, "kafka:29092");
+        assert_eq!(config.kafka.group_id, "other");
+        assert_eq!(config.kafka.auto_offset_reset, "latest");
+    }
+
+    #[test]
+    fn problems_name_what_to_fix() {
+        let text = EXAMPLE
+            .replace(
+                "event_types = [\"user.created\", \"user.*\"]",
+                "event_types = []",
+            )
+            .replace(
+                "[plugin.welcome-email]",
+                "[plugin.welcome-email]\nmemory_mb = 0",
+            );
+        let problems = Config::parse(&text).unwrap().problems();
+        assert!(
+            problems.iter().any(|p| p.contains("event_types is empty")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.contains("memory_mb is 0")),
+            "{problems:?}"
+        );
+    }
+}

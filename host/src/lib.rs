@@ -1,0 +1,24 @@
+//! eddy: consumes Kafka topics and runs each event through sandboxed
+//! WebAssembly handler components, which may publish follow-up events.
+//!
+//! # Layout
+//! - [`config`]: `eddy.toml`, strict, with environment overrides;
+//! - [`envelope`]: decoding records (plain JSON, CloudEvents structured and
+//!   binary) and encoding follow-ups;
+//! - [`routing`]: which plugins an event goes to;
+//! - [`runtime`]: the wasmtime sandbox, one fresh instance per event;
+//! - [`plugins`]: the plugin folder, and `eddy check`'s report;
+//! - [`pipeline`]: the Kafka consumer, per-partition workers, follow-ups,
+//!   dead letters and offsets;
+//! - `bindings`: host bindings of the WIT world in `wit/`.
+
+mod bindings;
+pub mod config;
+pub mod envelope;
+pub mod pipeline;
+pub mod plugins;
+pub mod routing;
+pub mod runtime;
+
+pub use config::Config;
+pub use pipeline::run;

@@ -1,0 +1,461 @@
+//! From Kafka records to handled events, follow-ups and dead letters.
+//!
+//! The invariant: an offset is stored (and so later committed) only after
+//! every plugin routed for its event finished — handled, with all its
+//! follow-ups acknowledged by Kafka (`acks=all`, idempotent producer), or
+//! dead-lettered with the dead-letter record acknowledged. Each partition has
+//! one worker that takes its records in order, one at a time, so storing the
+//! offset after each record never skips one. Partitions run in parallel.
+//!
+//! A failed attempt leaves nothing in Kafka: follow-ups are buffered in the
+//! store and produced only when the handler returns `Ok`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::join_all;
+use rand::Rng;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::bindings::{Delivery, Event};
+use crate::config::{Config, KafkaConfig, PluginSettings};
+use crate::envelope;
+use crate::plugins;
+use crate::routing::Router;
+use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger};
+
+/// Records buffered per partition worker before the consumer waits.
+const PARTITION_QUEUE: usize = 1024;
+/// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`], with jitter.
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Runs eddy until `shutdown` resolves, then stops fetching, lets in-flight
+/// events finish, flushes the producer, commits and leaves the group.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the configuration has problems:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    let runtime = Arc::new(Runtime::new()?);
+    let loaded = plugins::load_dir(&runtime, &config.plugins.dir)?;
+    for (path, reason) in &loaded.refused {
+        tracing::error!(file = %path.display(), "{reason}");
+    }
+    for plugin in loaded.plugins.values() {
+        tracing::info!(plugin = %plugin.name, version = %plugin.hash, "plugin loaded");
+    }
+    let mut settings = HashMap::new();
+    for route in &config.routes {
+        if !loaded.plugins.contains_key(&route.plugin) {
+            tracing::error!(
+                plugin = %route.plugin,
+                topic = %route.topic,
+                "no usable {}.wasm in {}: its events will be dead-lettered (plugin-missing)",
+                route.plugin,
+                config.plugins.dir.display()
+            );
+        }
+        settings
+            .entry(route.plugin.clone())
+            .or_insert_with(|| Arc::new(config.settings(&route.plugin)));
+    }
+
+    let topics = config.topics();
+    let consumer: StreamConsumer = consumer_config(&config.kafka)
+        .create()
+        .context("cannot create the Kafka consumer")?;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .with_context(|| format!("cannot subscribe to {topics:?}"))?;
+    let producer: FutureProducer = producer_config(&config.kafka)
+        .create()
+        .context("cannot create the Kafka producer")?;
+    tracing::info!(
+        group = %config.kafka.group_id,
+        brokers = %config.kafka.bootstrap_servers,
+        ?topics,
+        routes = config.routes.len(),
+        plugins = loaded.plugins.len(),
+        "eddy is running"
+    );
+
+    let pipeline = Arc::new(Pipeline {
+        runtime,
+        plugins: loaded.plugins,
+        settings,
+        router: Router::new(&config.routes),
+        plugin_dir: config.plugins.dir.display().to_string(),
+        producer,
+        consumer,
+        stopping: AtomicBool::new(false),
+    });
+
+    let mut workers: HashMap<(String, i32), (mpsc::Sender<OwnedMessage>, JoinHandle<()>)> =
+        HashMap::new();
+    tokio::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            _ = &mut shutdown => break,
+            message = pipeline.consumer.recv() => message.map(|m| m.detach()),
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("Kafka consumer: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let key = (message.topic().to_string(), message.partition());
+        let (sender, _) = workers.entry(key).or_insert_with(|| {
+            let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
+            let worker = tokio::spawn(partition_worker(pipeline.clone(), receiver));
+            (sender, worker)
+        });
+        tokio::select! {
+            _ = &mut shutdown => break,
+            sent = sender.send(message) => {
+                if sent.is_err() {
+                    anyhow::bail!("a partition worker stopped unexpectedly");
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down: finishing in-flight events");
+    pipeline.stopping.store(true, Ordering::SeqCst);
+    let handles: Vec<JoinHandle<()>> = workers.into_values().map(|(_, handle)| handle).collect();
+    for handle in handles {
+        if let Err(e) = handle.await {
+            tracing::error!("a partition worker failed: {e}");
+        }
+    }
+    pipeline
+        .producer
+        .flush(Timeout::After(Duration::from_secs(30)))
+        .context("cannot flush the producer")?;
+    match pipeline.consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::error!("final offset commit failed: {e}"),
+    }
+    pipeline.consumer.unsubscribe();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", &kafka.group_id)
+        .set("auto.offset.reset", &kafka.auto_offset_reset)
+        // Offsets are stored by the workers once an event is finished; the
+        // auto-commit only sends what was stored.
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.partition.eof", "false");
+    for (name, value) in &kafka.consumer {
+        config.set(name, value);
+    }
+    config
+}
+
+fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2");
+    for (name, value) in &kafka.producer {
+        config.set(name, value);
+    }
+    config
+}
+
+struct Pipeline {
+    runtime: Arc<Runtime>,
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    settings: HashMap<String, Arc<PluginSettings>>,
+    router: Router,
+    plugin_dir: String,
+    producer: FutureProducer,
+    consumer: StreamConsumer,
+    stopping: AtomicBool,
+}
+
+/// Takes one partition's records in order. Once eddy is stopping it finishes
+/// the record in hand and leaves the rest: their offsets were never stored,
+/// so the next owner of the partition reads them again.
+async fn partition_worker(pipeline: Arc<Pipeline>, mut records: mpsc::Receiver<OwnedMessage>) {
+    while let Some(record) = records.recv().await {
+        if pipeline.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        let span = tracing::info_span!(
+            "record",
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset()
+        );
+        pipeline.handle_record(&record).instrument(span).await;
+        let mut finished = TopicPartitionList::new();
+        let stored = finished
+            .add_partition_offset(
+                record.topic(),
+                record.partition(),
+                Offset::Offset(record.offset() + 1),
+            )
+            .and_then(|()| pipeline.consumer.store_offsets(&finished));
+        if let Err(e) = stored {
+            // The partition was revoked meanwhile; its new owner re-handles
+            // this record (at-least-once).
+            tracing::warn!(
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                "cannot store offset: {e}"
+            );
+        }
+    }
+}
+
+impl Pipeline {
+    async fn handle_record(&self, record: &OwnedMessage) {
+        let headers = record_headers(record);
+        let event = match envelope::decode(record.payload(), headers) {
+            Ok(event) => Arc::new(event),
+            Err(reason) => {
+                tracing::warn!("undecodable record dead-lettered: {reason}");
+                let topic = format!("{}.dlq", record.topic());
+                self.dead_letter(record, &topic, None, &format!("undecodable: {reason}"), 0)
+                    .await;
+                return;
+            }
+        };
+        let plugins = self.router.plugins_for(record.topic(), &event.event_type);
+        if plugins.is_empty() {
+            tracing::debug!(event_id = %event.event_id, event_type = %event.event_type, "no route; skipped");
+            return;
+        }
+        for plugin in plugins {
+            self.deliver(record, &event, plugin)
+                .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
+                .await;
+        }
+    }
+
+    /// Runs `plugin` on the event until it is handled or dead-lettered.
+    async fn deliver(&self, record: &OwnedMessage, event: &Arc<Event>, plugin: &str) {
+        let settings = self.settings.get(plugin).cloned().unwrap_or_default();
+        let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
+        let Some(loaded) = self.plugins.get(plugin).cloned() else {
+            let reason = format!(
+                "plugin-missing: no usable {plugin}.wasm in {}",
+                self.plugin_dir
+            );
+            tracing::error!("{reason}; event dead-lettered");
+            self.dead_letter(record, &dead_letter_topic, Some(plugin), &reason, 0)
+                .await;
+            return;
+        };
+        let mut attempt: u32 = 1;
+        loop {
+            let delivery = Delivery {
+                topic: record.topic().to_string(),
+                partition: record.partition(),
+                offset: record.offset(),
+                key: record.key().map(<[u8]>::to_vec),
+                attempt,
+            };
+            let (runtime, loaded, task_settings, event) = (
+                self.runtime.clone(),
+                loaded.clone(),
+                settings.clone(),
+                event.clone(),
+            );
+            let outcome = tokio::task::spawn_blocking(move || {
+                let trigger = Trigger {
+                    event: &event,
+                    delivery: &delivery,
+                };
+                runtime.invoke(&loaded, &task_settings, trigger)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Outcome::Failed(Failure {
+                    kind: FailureKind::Trap,
+                    message: format!("the host task running the handler failed: {e}"),
+                })
+            });
+            match outcome {
+                Outcome::Handled(follow_ups) => {
+                    let count = follow_ups.len();
+                    self.produce_follow_ups(follow_ups).await;
+                    tracing::debug!(attempt, follow_ups = count, "handled");
+                    return;
+                }
+                Outcome::Failed(failure)
+                    if failure.retryable() && attempt <= settings.max_retries =>
+                {
+                    let delay = backoff(attempt);
+                    tracing::warn!(
+                        attempt,
+                        max_retries = settings.max_retries,
+                        "attempt failed, retrying in {delay:?}: {}",
+                        failure.reason()
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Outcome::Failed(failure) => {
+                    tracing::error!(
+                        attempt,
+                        dead_letter_topic,
+                        "event dead-lettered: {}",
+                        failure.reason()
+                    );
+                    self.dead_letter(
+                        record,
+                        &dead_letter_topic,
+                        Some(plugin),
+                        &failure.reason(),
+                        attempt,
+                    )
+                    .await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Produces the follow-ups of a handled event and waits for every
+    /// acknowledgement. A follow-up Kafka refuses is retried until it is
+    /// taken: the event is finished only when all of them are.
+    async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>) {
+        let mut round: u32 = 0;
+        while !follow_ups.is_empty() {
+            let sends = follow_ups.iter().map(|f| {
+                let mut record = FutureRecord::to(&f.topic).payload(&f.payload).headers(
+                    OwnedHeaders::new().insert(Header {
+                        key: "content-type",
+                        value: Some("application/json"),
+                    }),
+                );
+                if let Some(key) = &f.key {
+                    record = record.key(key);
+                }
+                self.producer.send(record, Timeout::Never)
+            });
+            let results = join_all(sends).await;
+            let mut failed = Vec::new();
+            for (follow_up, result) in follow_ups.into_iter().zip(results) {
+                if let Err((e, _)) = result {
+                    tracing::error!(
+                        topic = %follow_up.topic,
+                        event_id = %follow_up.event_id,
+                        "follow-up not acknowledged, retrying: {e}"
+                    );
+                    failed.push(follow_up);
+                }
+            }
+            follow_ups = failed;
+            if !follow_ups.is_empty() {
+                round += 1;
+                tokio::time::sleep(backoff(round)).await;
+            }
+        }
+    }
+
+    /// Writes the record, unchanged, with the `eddy-*` headers to `topic`,
+    /// and waits for the acknowledgement. Until Kafka takes it the partition
+    /// does not advance: a dead letter is never dropped.
+    async fn dead_letter(
+        &self,
+        record: &OwnedMessage,
+        topic: &str,
+        plugin: Option<&str>,
+        reason: &str,
+        attempts: u32,
+    ) {
+        let mut headers = OwnedHeaders::new();
+        if let Some(original) = record.headers() {
+            for header in original.iter() {
+                headers = headers.insert(header);
+            }
+        }
+        let partition = record.partition().to_string();
+        let offset = record.offset().to_string();
+        let attempts = attempts.to_string();
+        for (key, value) in [
+            ("eddy-error", reason),
+            ("eddy-plugin", plugin.unwrap_or("")),
+            ("eddy-original-topic", record.topic()),
+            ("eddy-original-partition", &partition),
+            ("eddy-original-offset", &offset),
+            ("eddy-attempts", &attempts),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        let mut round: u32 = 0;
+        loop {
+            let mut out: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(topic).headers(headers.clone());
+            if let Some(key) = record.key() {
+                out = out.key(key);
+            }
+            if let Some(value) = record.payload() {
+                out = out.payload(value);
+            }
+            match self.producer.send(out, Timeout::Never).await {
+                Ok(_) => return,
+                Err((e, _)) => {
+                    round += 1;
+                    tracing::error!(
+                        dead_letter_topic = topic,
+                        "cannot write the dead-letter record ({e}); partition {} of {} \
+                         will not advance until it can",
+                        record.partition(),
+                        record.topic()
+                    );
+                    tokio::time::sleep(backoff(round)).await;
+                }
+            }
+        }
+    }
+}
+
+fn record_headers(record: &OwnedMessage) -> Vec<(&str, Option<&[u8]>)> {
+    record
+        .headers()
+        .map(|headers| headers.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default()
+}
+
+/// Exponential backoff for attempt `n` (1-based) with ±25 % jitter.
+fn backoff(n: u32) -> Duration {
+    let exponential = BASE_BACKOFF.saturating_mul(1 << n.saturating_sub(1).min(16));
+    let capped = exponential.min(MAX_BACKOFF);
+    capped.mul_f64(rand::rng().random_range(0.75..=1.25))
+}

@@ -1,0 +1,106 @@
+//! The plugin folder: loading every `.wasm` in it, and the report `eddy check`
+//! prints about plugins and routes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::runtime::{Plugin, Runtime, plugin_name};
+
+/// What loading a plugin folder found.
+pub struct Loaded {
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    /// Files that are not usable plugins, with the reason.
+    pub refused: Vec<(PathBuf, String)>,
+}
+
+/// Loads every `*.wasm` file in `dir`. A file that fails to load is refused
+/// with its reason; only an unreadable folder is an error.
+pub fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<Loaded> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| plugin_name(path).is_some() && path.is_file())
+        .collect();
+    paths.sort();
+    let mut loaded = Loaded {
+        plugins: BTreeMap::new(),
+        refused: Vec::new(),
+    };
+    for path in paths {
+        match runtime.load_file(&path) {
+            Ok(plugin) => {
+                loaded.plugins.insert(plugin.name.clone(), Arc::new(plugin));
+            }
+            Err(e) => loaded.refused.push((path, format!("{e:#}"))),
+        }
+    }
+    Ok(loaded)
+}
+
+/// `eddy check`: the lines to print and whether everything is usable.
+pub struct CheckReport {
+    pub lines: Vec<String>,
+    pub ok: bool,
+}
+
+/// Validates `config` and every plugin its routes name, without Kafka.
+pub fn check(config: &Config, runtime: &Runtime) -> CheckReport {
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for problem in config.problems() {
+        ok = false;
+        lines.push(format!("error: {problem}"));
+    }
+    let loaded = match load_dir(runtime, &config.plugins.dir) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            lines.push(format!("error: {e:#}"));
+            return CheckReport { lines, ok: false };
+        }
+    };
+    for (path, reason) in &loaded.refused {
+        let routed =
+            plugin_name(path).is_some_and(|name| config.routes.iter().any(|r| r.plugin == name));
+        if routed {
+            ok = false;
+            lines.push(format!("error: {reason}"));
+        } else {
+            lines.push(format!("warning (no route uses it): {reason}"));
+        }
+    }
+    for plugin in loaded.plugins.values() {
+        lines.push(format!(
+            "ok: plugin {} (version {})",
+            plugin.name, plugin.hash
+        ));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!(
+            "route #{} {} [{}] -> {}",
+            i + 1,
+            route.topic,
+            route.event_types.join(", "),
+            route.plugin
+        );
+        if loaded.plugins.contains_key(&route.plugin) {
+            lines.push(format!("ok: {at}"));
+        } else if !loaded
+            .refused
+            .iter()
+            .any(|(p, _)| plugin_name(p) == Some(&route.plugin))
+        {
+            ok = false;
+            lines.push(format!(
+                "error: {at}: there is no {}.wasm in {}; build the plugin and copy it there",
+                route.plugin,
+                config.plugins.dir.display()
+            ));
+        }
+    }
+    CheckReport { lines, ok }
+}

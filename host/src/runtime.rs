@@ -1,0 +1,412 @@
+//! The sandbox: compiling plugins, and running one event through one plugin
+//! in a fresh instance.
+//!
+//! One [`Engine`] with the pooling allocator and epoch interruption serves
+//! every plugin. A [`Plugin`] keeps its pre-linked [`HandlerPre`], so an event
+//! costs one instantiation into a new [`Store`]: nothing a guest does survives
+//! its event. Limits (deadline, memory, instance and table counts) are per
+//! store, from the plugin's settings.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::error::Context;
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::bindings::{self, Delivery, Event, HandlerError, HandlerPre, Level, PublishError};
+use crate::config::{MAX_MEMORY_MB, PluginSettings};
+use crate::envelope;
+
+/// How often the epoch advances; deadlines are rounded up to it.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Bytes of guest stdout/stderr kept per event; the rest is dropped.
+const GUEST_OUTPUT_CAPACITY: usize = 64 * 1024;
+/// Instances (each several core instances and memories) alive at once.
+const POOL_INSTANCES: u32 = 512;
+
+/// A loaded, checked plugin version.
+pub struct Plugin {
+    pub name: String,
+    /// First 12 hex digits of the file's SHA-256: the version's identity.
+    pub hash: String,
+    pre: HandlerPre<HostState>,
+}
+
+/// A follow-up ready to produce.
+#[derive(Debug, Clone)]
+pub struct FollowUp {
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub event_id: String,
+}
+
+/// What one attempt of one plugin on one event came to.
+#[derive(Debug)]
+pub enum Outcome {
+    Handled(Vec<FollowUp>),
+    Failed(Failure),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The handler returned `retry`.
+    Retry,
+    /// The handler returned `reject`.
+    Reject,
+    /// The guest trapped (a panic, `unreachable`, a stack overflow, …).
+    Trap,
+    /// The attempt ran past `timeout_ms`.
+    Timeout,
+    /// The guest tried to grow memory past `memory_mb`.
+    Memory,
+    /// The plugin could not be instantiated (e.g. the pool is exhausted).
+    Instantiate,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn retryable(&self) -> bool {
+        self.kind != FailureKind::Reject
+    }
+
+    /// The dead-letter reason: `kind: message`.
+    pub fn reason(&self) -> String {
+        let kind = match self.kind {
+            FailureKind::Retry => "retry",
+            FailureKind::Reject => "reject",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory-limit",
+            FailureKind::Instantiate => "instantiate",
+        };
+        format!("{kind}: {}", self.message)
+    }
+}
+
+/// Where an event came from, for filling follow-ups and tagging log lines.
+pub struct Trigger<'a> {
+    pub event: &'a Event,
+    pub delivery: &'a Delivery,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new() -> wasmtime::Result<Runtime> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 16)
+            .total_memories(POOL_INSTANCES * 4)
+            .total_tables(POOL_INSTANCES * 8)
+            .max_memory_size((MAX_MEMORY_MB << 20) as usize);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).context("cannot create the wasm engine")?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .context("cannot link WASI into the plugin linker")?;
+        bindings::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
+            .context("cannot link the eddy host functions")?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("eddy-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("cannot start the epoch thread")?;
+
+        Ok(Runtime {
+            engine,
+            linker,
+            ticker_stop,
+        })
+    }
+
+    /// Compiles `bytes` as plugin `name` and checks that it is a component of
+    /// the `eddy:plugin` world whose imports the host can satisfy.
+    pub fn load(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<Plugin> {
+        let hash = Sha256::digest(bytes)
+            .iter()
+            .take(6)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        let component = Component::from_binary(&self.engine, bytes)
+            .context("not a WebAssembly component (build it with --target wasm32-wasip2)")?;
+        let instance_pre = self.linker.instantiate_pre(&component).context(
+            "it imports something eddy does not provide (only WASI and eddy:plugin@0.1.0 are)",
+        )?;
+        let pre = HandlerPre::new(instance_pre).context(
+            "it does not export the eddy:plugin@0.1.0 handler world \
+             (`handle: func(event, delivery) -> result<_, handler-error>`)",
+        )?;
+        Ok(Plugin {
+            name: name.to_string(),
+            hash,
+            pre,
+        })
+    }
+
+    /// Reads and loads `path`; the plugin is named after the file stem.
+    pub fn load_file(&self, path: &Path) -> wasmtime::Result<Plugin> {
+        let name = plugin_name(path)
+            .with_context(|| format!("{} has no usable file name", path.display()))?;
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        self.load(name, &bytes)
+            .with_context(|| format!("plugin {name} ({}) refused", path.display()))
+    }
+
+    /// Runs one attempt of `plugin` on the trigger in a fresh store. Blocks
+    /// for at most about `settings.timeout_ms`.
+    pub fn invoke(
+        &self,
+        plugin: &Plugin,
+        settings: &Arc<PluginSettings>,
+        trigger: Trigger<'_>,
+    ) -> Outcome {
+        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        // No preopens, no environment, no arguments, no sockets: the default
+        // builder grants none of them.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size((settings.memory_mb << 20) as usize)
+            .instances(32)
+            .tables(32)
+            .memories(8)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            plugin: plugin.name.clone(),
+            settings: settings.clone(),
+            trigger_id: trigger.event.event_id.clone(),
+            trigger_correlation: trigger
+                .event
+                .correlation_id
+                .clone()
+                .unwrap_or_else(|| trigger.event.event_id.clone()),
+            follow_ups: Vec::new(),
+            follow_up_bytes: 0,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        let ticks = settings.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
+        store.set_epoch_deadline(ticks);
+
+        let result = plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| Failure {
+                kind: FailureKind::Instantiate,
+                message: format!("{e:#}"),
+            })
+            .and_then(|handler| {
+                handler
+                    .call_handle(&mut store, trigger.event, trigger.delivery)
+                    .map_err(classify_trap)
+            });
+        forward_guest_output(&plugin.name, "stdout", &stdout);
+        forward_guest_output(&plugin.name, "stderr", &stderr);
+
+        match result {
+            Ok(Ok(())) => Outcome::Handled(std::mem::take(&mut store.data_mut().follow_ups)),
+            Ok(Err(HandlerError::Retry(message))) => Outcome::Failed(Failure {
+                kind: FailureKind::Retry,
+                message,
+            }),
+            Ok(Err(HandlerError::Reject(message))) => Outcome::Failed(Failure {
+                kind: FailureKind::Reject,
+                message,
+            }),
+            Err(failure) => Outcome::Failed(failure),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The plugin name of a `.wasm` path: its file stem.
+pub fn plugin_name(path: &Path) -> Option<&str> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    path.file_stem()?.to_str()
+}
+
+fn classify_trap(error: wasmtime::Error) -> Failure {
+    let text = format!("{error:#}");
+    let kind = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FailureKind::Timeout,
+        _ if text.contains("forcing trap when growing memory") => FailureKind::Memory,
+        _ => FailureKind::Trap,
+    };
+    let message = match kind {
+        FailureKind::Timeout => "the handler ran past its timeout_ms and was stopped".to_string(),
+        FailureKind::Memory => format!("the handler went past its memory_mb: {text}"),
+        _ => text,
+    };
+    Failure { kind, message }
+}
+
+fn forward_guest_output(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
+    let bytes = pipe.contents();
+    if bytes.is_empty() {
+        return;
+    }
+    for line in String::from_utf8_lossy(&bytes).lines() {
+        if stream == "stderr" {
+            tracing::warn!(target: "eddy::guest", plugin, stream, "{line}");
+        } else {
+            tracing::info!(target: "eddy::guest", plugin, stream, "{line}");
+        }
+    }
+}
+
+/// Everything one store holds: WASI, limits, and what the event published.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    plugin: String,
+    settings: Arc<PluginSettings>,
+    trigger_id: String,
+    trigger_correlation: String,
+    follow_ups: Vec<FollowUp>,
+    follow_up_bytes: usize,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::eddy::plugin::types::Host for HostState {}
+
+impl bindings::eddy::plugin::publisher::Host for HostState {
+    fn publish(
+        &mut self,
+        topic: String,
+        key: Option<String>,
+        mut event: Event,
+    ) -> Result<(), PublishError> {
+        if !self.settings.publish_to.contains(&topic) {
+            tracing::warn!(plugin = %self.plugin, topic, "publish refused: topic not in publish_to");
+            return Err(PublishError::NotAllowed(format!(
+                "topic {topic:?} is not in publish_to of plugin {}",
+                self.plugin
+            )));
+        }
+        if self.follow_ups.len() >= self.settings.max_follow_ups {
+            return Err(PublishError::LimitExceeded(format!(
+                "at most {} follow-ups per event (max_follow_ups)",
+                self.settings.max_follow_ups
+            )));
+        }
+        if event.event_type.is_empty() {
+            return Err(PublishError::Invalid("event_type is empty".into()));
+        }
+        if event.event_id.is_empty() {
+            event.event_id = uuid::Uuid::now_v7().to_string();
+        }
+        if event.timestamp.is_empty() {
+            event.timestamp = now_rfc3339();
+        }
+        if event.service_name.is_empty() {
+            event.service_name = self.plugin.clone();
+        }
+        if event.causation_id.is_none() {
+            event.causation_id = Some(self.trigger_id.clone());
+        }
+        if event.correlation_id.is_none() {
+            event.correlation_id = Some(self.trigger_correlation.clone());
+        }
+        let payload = envelope::encode_plain(&event).map_err(PublishError::Invalid)?;
+        if self.follow_up_bytes + payload.len() > self.settings.max_follow_up_bytes {
+            return Err(PublishError::LimitExceeded(format!(
+                "follow-ups of one event may total {} bytes (max_follow_up_bytes)",
+                self.settings.max_follow_up_bytes
+            )));
+        }
+        self.follow_up_bytes += payload.len();
+        self.follow_ups.push(FollowUp {
+            topic,
+            key: key.or_else(|| event.aggregate_id.clone()),
+            payload,
+            event_id: event.event_id,
+        });
+        Ok(())
+    }
+}
+
+impl bindings::eddy::plugin::log::Host for HostState {
+    fn log(&mut self, level: Level, message: String) {
+        let plugin = self.plugin.as_str();
+        let event_id = self.trigger_id.as_str();
+        match level {
+            Level::Trace => tracing::trace!(target: "eddy::guest", plugin, event_id, "{message}"),
+            Level::Debug => tracing::debug!(target: "eddy::guest", plugin, event_id, "{message}"),
+            Level::Info => tracing::info!(target: "eddy::guest", plugin, event_id, "{message}"),
+            Level::Warn => tracing::warn!(target: "eddy::guest", plugin, event_id, "{message}"),
+            Level::Error => tracing::error!(target: "eddy::guest", plugin, event_id, "{message}"),
+        }
+    }
+}
+
+impl bindings::eddy::plugin::config::Host for HostState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.settings.config.get(&name).cloned()
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -1,0 +1,273 @@
+//! A real Apache Kafka broker for development and tests: KRaft, one node
+//! that is both broker and controller, on 127.0.0.1:9092.
+//!
+//! The jars come from Maven Central through `xtask/kafka/pom.xml` (cached in
+//! `~/.m2` and copied to `target/kafka/libs`); the data lives in
+//! `target/kafka/data`, formatted once. `start` is idempotent.
+
+use std::fs;
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{root, run_command};
+
+pub const BOOTSTRAP: &str = "127.0.0.1:9092";
+const CONTROLLER: &str = "127.0.0.1:9093";
+
+fn home() -> PathBuf {
+    root().join("target/kafka")
+}
+
+fn pid_file() -> PathBuf {
+    home().join("broker.pid")
+}
+
+fn log_file() -> PathBuf {
+    home().join("broker.log")
+}
+
+/// The broker's pid, if the one we started is still alive.
+fn running_pid() -> Option<u32> {
+    let pid: u32 = fs::read_to_string(pid_file()).ok()?.trim().parse().ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("kafka.Kafka")
+        .then_some(pid)
+}
+
+fn port_open() -> bool {
+    TcpStream::connect_timeout(
+        &BOOTSTRAP.parse().expect("valid address"),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
+/// A metadata request answered by a broker.
+fn broker_answers() -> bool {
+    let consumer: Result<BaseConsumer, _> = ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .set("log_level", "0")
+        .create();
+    consumer
+        .ok()
+        .and_then(|c| c.fetch_metadata(None, Duration::from_secs(3)).ok())
+        .is_some_and(|m| !m.brokers().is_empty())
+}
+
+fn ensure_jars() -> anyhow::Result<PathBuf> {
+    let libs = home().join("libs");
+    let has_broker = fs::read_dir(&libs).is_ok_and(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"))
+    });
+    if !has_broker {
+        println!("xtask: fetching the Apache Kafka jars from Maven Central (cached in ~/.m2)");
+        run_command(
+            Command::new("mvn")
+                .args(["-q", "-B", "-f"])
+                .arg(root().join("xtask/kafka/pom.xml"))
+                .arg("dependency:copy-dependencies")
+                .arg(format!("-DoutputDirectory={}", libs.display())),
+        )
+        .context("cannot fetch the Kafka jars with Maven (is `mvn` installed?)")?;
+    }
+    Ok(libs)
+}
+
+fn write_config() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let home = home();
+    let data = home.join("data");
+    fs::create_dir_all(&data)?;
+    let properties = home.join("server.properties");
+    fs::write(
+        &properties,
+        format!(
+            "process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers={CONTROLLER}
+listeners=PLAINTEXT://{BOOTSTRAP},CONTROLLER://{CONTROLLER}
+advertised.listeners=PLAINTEXT://{BOOTSTRAP}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={data}
+num.partitions=3
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+",
+            data = data.display()
+        ),
+    )?;
+    let log4j = home.join("log4j2.properties");
+    fs::write(
+        &log4j,
+        "status = warn
+appender.out.type = Console
+appender.out.name = OUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.out.ref = OUT
+logger.kafka.name = kafka
+logger.kafka.level = warn
+logger.raft.name = org.apache.kafka
+logger.raft.level = warn
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = info
+",
+    )?;
+    Ok((properties, log4j))
+}
+
+fn java(libs: &PathBuf, log4j: &PathBuf) -> Command {
+    let mut java = Command::new("java");
+    java.arg("-Xmx768m")
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(format!("{}/*", libs.display()));
+    java
+}
+
+/// Starts the broker unless it runs already, and waits until it answers.
+pub fn start() -> anyhow::Result<()> {
+    if running_pid().is_some() || port_open() {
+        if wait_until_ready(Duration::from_secs(60)) {
+            println!("xtask: Kafka is running on {BOOTSTRAP}");
+            return Ok(());
+        }
+        bail!("something listens on {BOOTSTRAP} but does not answer as a Kafka broker");
+    }
+    let libs = ensure_jars()?;
+    let (properties, log4j) = write_config()?;
+    if !home().join("data/meta.properties").exists() {
+        let output = java(&libs, &log4j)
+            .args(["kafka.tools.StorageTool", "random-uuid"])
+            .output()
+            .context("cannot run java; install Java 17 or newer")?;
+        let cluster_id = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() || cluster_id.is_empty() {
+            bail!(
+                "kafka StorageTool random-uuid failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        run_command(
+            java(&libs, &log4j)
+                .args(["kafka.tools.StorageTool", "format", "--standalone", "-t"])
+                .arg(&cluster_id)
+                .arg("-c")
+                .arg(&properties)
+                .stdout(Stdio::null()),
+        )
+        .context("cannot format the Kafka data folder")?;
+    }
+    let log = fs::File::create(log_file())?;
+    let child = java(&libs, &log4j)
+        .arg("kafka.Kafka")
+        .arg(&properties)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        // Its own process group: Ctrl-C in the terminal that started it
+        // does not stop the broker.
+        .process_group(0)
+        .spawn()
+        .context("cannot start java; install Java 17 or newer")?;
+    fs::write(pid_file(), child.id().to_string())?;
+    println!(
+        "xtask: starting Kafka (pid {}, log {})",
+        child.id(),
+        log_file().display()
+    );
+    if !wait_until_ready(Duration::from_secs(120)) {
+        let log = fs::read_to_string(log_file()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        bail!(
+            "Kafka did not become ready within 120 s; last lines of {}:\n{}",
+            log_file().display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    println!("xtask: Kafka is ready on {BOOTSTRAP}");
+    Ok(())
+}
+
+fn wait_until_ready(limit: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if port_open() && broker_answers() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+pub fn stop() -> anyhow::Result<()> {
+    let Some(pid) = running_pid() else {
+        println!("xtask: Kafka is not running (none started from here)");
+        return Ok(());
+    };
+    run_command(Command::new("kill").arg(pid.to_string()))?;
+    let started = Instant::now();
+    while running_pid().is_some() {
+        if started.elapsed() > Duration::from_secs(30) {
+            run_command(Command::new("kill").args(["-9", &pid.to_string()]))?;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = fs::remove_file(pid_file());
+    println!("xtask: Kafka stopped");
+    Ok(())
+}
+
+pub fn status() -> anyhow::Result<()> {
+    match running_pid() {
+        Some(pid) if broker_answers() => {
+            println!("xtask: Kafka is running (pid {pid}) on {BOOTSTRAP}")
+        }
+        Some(pid) => println!("xtask: Kafka (pid {pid}) is starting or not answering"),
+        None if port_open() => {
+            println!("xtask: a broker not started from here listens on {BOOTSTRAP}")
+        }
+        None => println!("xtask: Kafka is not running; start it with `cargo xtask kafka start`"),
+    }
+    Ok(())
+}
+
+/// Creates `topics` with `partitions` partitions; existing ones are kept.
+pub async fn create_topics(topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for result in admin.create_topics(&new, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! `cargo xtask …`: everything around the code — a local Kafka broker,
+//! building plugins, the demo and the full test run.
+//!
+//! # Layout
+//! - `kafka`: a real Apache Kafka broker (KRaft, single node) from Maven
+//!   Central jars, started with Java; topics;
+//! - `demo`: the newcomer's walk-through;
+//! - this file: commands, building plugins and the host, running tests.
+
+mod demo;
+mod kafka;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  kafka start|stop|status   a local Apache Kafka broker on 127.0.0.1:9092
+  plugins                   build the example plugins to target/plugins/*.wasm
+  demo                      build everything, start Kafka and eddy, show follow-ups
+  test                      build everything, start Kafka, run every test";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args.as_slice() {
+        ["kafka", "start"] => kafka::start().map(|_| ()),
+        ["kafka", "stop"] => kafka::stop(),
+        ["kafka", "status"] => kafka::status(),
+        ["plugins"] => build_plugins().map(|_| ()),
+        ["demo"] => demo::run(),
+        ["test"] => test(),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the repository root")
+        .to_path_buf()
+}
+
+/// Cargo's target directory (honours `CARGO_TARGET_DIR`).
+pub fn cargo_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => root().join(dir),
+        None => root().join("target"),
+    }
+}
+
+/// Runs `command`, failing with its description if it does not succeed.
+pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("cannot run rustup; install Rust with rustup")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == "wasm32-wasip2")
+    {
+        return Ok(());
+    }
+    println!("xtask: adding the wasm32-wasip2 target");
+    run_command(Command::new("rustup").args(["target", "add", "wasm32-wasip2"]))
+        .context("cannot add the wasm32-wasip2 target: plugins cannot be built without it")
+}
+
+/// Builds every crate of the plugin workspace at `workspace` to
+/// wasm32-wasip2 and copies `<name>.wasm` into `out`.
+fn build_plugin_workspace(workspace: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    ensure_wasm_target()?;
+    let target_dir = cargo_target_dir().join("wasm");
+    run_command(
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(workspace.join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target_dir),
+    )?;
+    std::fs::create_dir_all(out)?;
+    let mut built = Vec::new();
+    for entry in std::fs::read_dir(workspace)? {
+        let crate_dir = entry?.path();
+        if !crate_dir.join("Cargo.toml").is_file() {
+            continue;
+        }
+        let name = crate_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("plugin folder name is not UTF-8")?
+            .to_string();
+        let artifact = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{}.wasm", name.replace('-', "_")));
+        let dest = out.join(format!("{name}.wasm"));
+        // Copy to a temporary name and rename, so a watching host never
+        // sees a half-written file.
+        let partial = out.join(format!(".{name}.wasm.partial"));
+        std::fs::copy(&artifact, &partial)
+            .with_context(|| format!("cannot copy {}", artifact.display()))?;
+        std::fs::rename(&partial, &dest)?;
+        built.push(dest);
+    }
+    built.sort();
+    Ok(built)
+}
+
+/// `cargo xtask plugins`: the example plugins, at `target/plugins/<name>.wasm`.
+pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
+    let built = build_plugin_workspace(&root().join("plugins"), &root().join("target/plugins"))?;
+    for path in &built {
+        println!("xtask: built {}", path.display());
+    }
+    Ok(built)
+}
+
+/// Builds the `eddy` binary and returns its path.
+pub fn build_host() -> anyhow::Result<PathBuf> {
+    run_command(cargo().current_dir(root()).args([
+        "build",
+        "--package",
+        "eddy-host",
+        "--bin",
+        "eddy",
+    ]))?;
+    Ok(cargo_target_dir().join("debug/eddy"))
+}
+
+/// `cargo xtask test`: plugins, broker, host, then every test: the host's
+/// and SDK's unit tests, the plugins' native tests and the end-to-end tests.
+fn test() -> anyhow::Result<()> {
+    build_plugins()?;
+    let test_plugins = root().join("target/test-plugins");
+    build_plugin_workspace(&root().join("tests/plugins"), &test_plugins)?;
+    let eddy = build_host()?;
+    kafka::start()?;
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args(["test", "--workspace"])
+            .env("EDDY_BIN", &eddy)
+            .env("EDDY_PLUGIN_DIR", root().join("target/plugins"))
+            .env("EDDY_TEST_PLUGIN_DIR", &test_plugins)
+            .env("EDDY_KAFKA", kafka::BOOTSTRAP),
+    )?;
+    run_command(
+        cargo()
+            .args(["test", "--manifest-path"])
+            .arg(root().join("plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(cargo_target_dir().join("wasm")),
+    )?;
+    println!("xtask: all tests passed");
+    Ok(())
+}

@@ -3,6 +3,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "handler",
+    additional_derives: [PartialEq],
 });
 
 pub use eddy::plugin::log::Level;

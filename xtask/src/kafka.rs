@@ -8,7 +8,7 @@
 use std::fs;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -67,21 +67,22 @@ fn broker_answers() -> bool {
 
 fn ensure_jars() -> anyhow::Result<PathBuf> {
     let libs = home().join("libs");
-    let has_broker = fs::read_dir(&libs).is_ok_and(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"))
-    });
-    if !has_broker {
+    let pom_path = root().join("xtask/kafka/pom.xml");
+    let pom = fs::read_to_string(&pom_path)?;
+    // The folder is a copy of what the pom resolves to; a changed pom replaces it.
+    let stamp = libs.join("pom.xml.copied");
+    if fs::read_to_string(&stamp).ok().as_deref() != Some(pom.as_str()) {
         println!("xtask: fetching the Apache Kafka jars from Maven Central (cached in ~/.m2)");
+        let _ = fs::remove_dir_all(&libs);
         run_command(
             Command::new("mvn")
                 .args(["-q", "-B", "-f"])
-                .arg(root().join("xtask/kafka/pom.xml"))
+                .arg(&pom_path)
                 .arg("dependency:copy-dependencies")
                 .arg(format!("-DoutputDirectory={}", libs.display())),
         )
         .context("cannot fetch the Kafka jars with Maven (is `mvn` installed?)")?;
+        fs::write(&stamp, pom)?;
     }
     Ok(libs)
 }
@@ -137,7 +138,7 @@ logger.server.level = info
     Ok((properties, log4j))
 }
 
-fn java(libs: &PathBuf, log4j: &PathBuf) -> Command {
+fn java(libs: &Path, log4j: &Path) -> Command {
     let mut java = Command::new("java");
     java.arg("-Xmx768m")
         .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))

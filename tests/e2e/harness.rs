@@ -1,0 +1,363 @@
+//! Starting eddy, producing records and reading what came out.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+fn env_path(name: &str) -> PathBuf {
+    std::env::var_os(name)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("{name} is not set: run the tests with `cargo xtask test`"))
+}
+
+pub fn bootstrap() -> String {
+    std::env::var("EDDY_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn create_topics(topics: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = block_on(admin.create_topics(&new, &AdminOptions::new())).expect("create topics");
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => panic!("cannot create {topic}: {code}"),
+        }
+    }
+}
+
+/// Drives one future to completion on this thread (the admin API is async).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut context = std::task::Context::from_waker(waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct TestProducer {
+    producer: BaseProducer,
+}
+
+pub fn producer() -> TestProducer {
+    TestProducer {
+        producer: ClientConfig::new()
+            .set("bootstrap.servers", bootstrap())
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer"),
+    }
+}
+
+impl TestProducer {
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) {
+        let mut owned = OwnedHeaders::new();
+        for (name, value) in headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(*value),
+            });
+        }
+        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue record");
+    }
+
+    pub fn send_json(&self, topic: &str, key: &str, value: &Value) {
+        self.send(topic, Some(key), Some(value.to_string().as_bytes()), &[]);
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+}
+
+/// A seed-style event as the Python services write it.
+pub fn seed_event(event_id: &str, event_type: &str, aggregate_id: &str, data: Value) -> Value {
+    serde_json::json!({
+        "event_id": event_id,
+        "event_type": event_type,
+        "timestamp": "2026-11-26T12:00:00Z",
+        "service_name": "user-service",
+        "version": "1.0",
+        "data": data,
+        "metadata": {},
+        "aggregate_id": aggregate_id,
+        "aggregate_type": "User",
+    })
+}
+
+/// A record read back from Kafka.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub topic: String,
+    pub key: Option<String>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Record {
+    pub fn json(&self) -> Value {
+        self.value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Reads `topics` from the beginning, keeping the records `keep` accepts,
+/// until `expected` are kept and then `quiet` passes without another one
+/// (so a test sees duplicates too), or until `limit`.
+pub fn read(
+    topics: &[&str],
+    expected: usize,
+    limit: Duration,
+    quiet: Duration,
+    keep: impl Fn(&Record) -> bool,
+) -> Vec<Record> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(topics).expect("subscribe");
+    let mut kept = Vec::new();
+    let started = Instant::now();
+    let mut last = Instant::now();
+    while started.elapsed() < limit && !(kept.len() >= expected && last.elapsed() >= quiet) {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let Ok(message) = message else { continue };
+        let record = Record {
+            topic: message.topic().to_string(),
+            key: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
+                            (h.key.to_string(), value.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if keep(&record) {
+            kept.push(record);
+            last = Instant::now();
+        }
+    }
+    kept
+}
+
+/// Records on `topics` caused by one of `ids` (their `causation_id`).
+pub fn follow_ups_of(topics: &[&str], ids: &[String], expected: usize) -> Vec<Record> {
+    read(
+        topics,
+        expected,
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |r| {
+            r.json()["causation_id"]
+                .as_str()
+                .is_some_and(|c| ids.iter().any(|id| id == c))
+        },
+    )
+}
+
+/// The committed offset of `group` for each partition of `topic`.
+pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .expect("committed offsets");
+    (0..partitions)
+        .map(
+            |p| match committed.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// The plugin files a test needs, from the example or the test plugins.
+pub enum PluginFile {
+    Example(&'static str),
+    Test(&'static str),
+}
+
+/// A fresh folder with `eddy.toml` and `plugins/` holding `plugins`.
+fn workspace(prefix: &str, config: &str, plugins: &[PluginFile]) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(dir.join("plugins")).expect("temp dir");
+    for plugin in plugins {
+        let (folder, name) = match plugin {
+            PluginFile::Example(name) => (env_path("EDDY_PLUGIN_DIR"), *name),
+            PluginFile::Test(name) => (env_path("EDDY_TEST_PLUGIN_DIR"), *name),
+        };
+        let file = format!("{name}.wasm");
+        std::fs::copy(folder.join(&file), dir.join("plugins").join(&file))
+            .unwrap_or_else(|e| panic!("cannot copy plugin {file}: {e}"));
+    }
+    std::fs::write(dir.join("eddy.toml"), config).expect("write config");
+    dir
+}
+
+/// A running `eddy run` process with its own config and plugin folder.
+pub struct Eddy {
+    child: Option<Child>,
+    pub dir: PathBuf,
+}
+
+impl Eddy {
+    /// Writes `config` (whose `[plugins] dir` should be `"plugins"`) and the
+    /// plugin files into a fresh folder and starts eddy there.
+    pub fn start(config: &str, plugins: &[PluginFile]) -> Eddy {
+        let dir = workspace("eddy-e2e", config, plugins);
+        let mut eddy = Eddy { child: None, dir };
+        eddy.launch();
+        eddy
+    }
+
+    /// Starts eddy (again) on the same folder.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "eddy is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("eddy.log"))
+            .expect("log file");
+        let child = Command::new(env_path("EDDY_BIN"))
+            .args(["run", "--config"])
+            .arg(self.dir.join("eddy.toml"))
+            .env("RUST_LOG", "info,eddy_host=debug")
+            .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start eddy");
+        self.child = Some(child);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("eddy is not running");
+        Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        let status = child.wait().expect("wait for eddy");
+        assert!(
+            status.success(),
+            "eddy exited with {status}; log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("eddy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Eddy {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `[kafka]` and `[plugins]` part of a test config.
+pub fn config_head(group: &str) -> String {
+    format!(
+        "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n[plugins]\ndir = \"plugins\"\n\n",
+        bootstrap()
+    )
+}
+
+/// Runs `eddy check` on `config` with `plugins`; returns exit code and output.
+pub fn check(config: &str, plugins: &[PluginFile], extra_files: &[(&str, &[u8])]) -> (i32, String) {
+    let dir = workspace("eddy-check", config, plugins);
+    for (name, bytes) in extra_files {
+        std::fs::write(dir.join("plugins").join(name), bytes).expect("write file");
+    }
+    let output = Command::new(env_path("EDDY_BIN"))
+        .args(["check", "--config"])
+        .arg(dir.join("eddy.toml"))
+        .output()
+        .expect("run eddy check");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}

@@ -1,0 +1,16 @@
+//! End-to-end tests: the real `eddy` binary against the real local broker
+//! with the real plugins. Run them with `cargo xtask test`, which builds the
+//! plugins and the binary, starts Kafka and sets:
+//! - `EDDY_BIN`: the `eddy` binary;
+//! - `EDDY_PLUGIN_DIR`: the example plugins (`target/plugins`);
+//! - `EDDY_TEST_PLUGIN_DIR`: the misbehaving test plugins;
+//! - `EDDY_KAFKA`: the broker's bootstrap address.
+//!
+//! Every test uses topics and a consumer group of its own, so they run in
+//! parallel; where a plugin publishes to a fixed topic, the test picks out
+//! its follow-ups by `causation_id`.
+
+mod check;
+mod delivery;
+mod harness;
+mod sandbox;

@@ -1,0 +1,40 @@
+//! Misbehaves as the event type asks, so tests can show that a bad plugin
+//! costs only its own event. Config: `out_topic` (where `chaos.ok` answers go)
+//! and `forbidden_topic` (a topic outside its allow-list).
+
+use eddy_sdk::{Event, HandlerError, json};
+
+#[eddy_sdk::handler]
+fn handle(event: Event) -> Result<(), HandlerError> {
+    let out = eddy_sdk::config("out_topic").unwrap_or_else(|| "chaos.out".into());
+    match event.event_type.as_str() {
+        "chaos.trap" => panic!("chaos: asked to trap on {}", event.event_id),
+        "chaos.loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "chaos.memory" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(std::hint::black_box(vec![1u8; 1 << 20]));
+            }
+        }
+        "chaos.forbidden" => {
+            let forbidden =
+                eddy_sdk::config("forbidden_topic").unwrap_or_else(|| "not.allowed".into());
+            // The first publish is allowed, but the attempt fails as a
+            // whole: neither may reach Kafka.
+            eddy_sdk::publish(&out, None, &Event::new("chaos.before_forbidden"))?;
+            eddy_sdk::publish(&forbidden, None, &Event::new("chaos.forbidden_publish"))?;
+            Ok(())
+        }
+        "chaos.retry" => Err(HandlerError::retry("chaos: asked to fail transiently")),
+        _ => {
+            let answer = Event::new("chaos.handled").with_json(json!({"of": event.event_type}));
+            eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &answer)?;
+            Ok(())
+        }
+    }
+}

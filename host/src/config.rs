@@ -29,9 +29,12 @@ pub struct Config {
     /// Per-plugin settings, keyed by plugin name (the `.wasm` file stem).
     #[serde(default)]
     pub plugin: BTreeMap<String, PluginSettings>,
+    /// The file this was read from, if any; `eddy run` watches it.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Env `KAFKA_BOOTSTRAP_SERVERS` overrides it.
@@ -56,7 +59,7 @@ pub struct PluginsConfig {
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Default `0.0.0.0:9464`.
@@ -162,13 +165,19 @@ impl Config {
     pub fn load(path: &Path) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut config = Config::parse(&text)
+        Config::from_file_text(&text, path)
+    }
+
+    /// [`Config::load`] for text already read from `path`.
+    pub fn from_file_text(text: &str, path: &Path) -> anyhow::Result<Config> {
+        let mut config = Config::parse(text)
             .with_context(|| format!("config file {} is not valid", path.display()))?;
         config.apply_env(|name| std::env::var(name).ok());
         if config.plugins.dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             config.plugins.dir = base.join(&config.plugins.dir);
         }
+        config.source = Some(path.to_path_buf());
         Ok(config)
     }
 

@@ -8,6 +8,8 @@
 //! - [`routing`]: which plugins an event goes to;
 //! - [`runtime`]: the wasmtime sandbox, one fresh instance per event;
 //! - [`plugins`]: the plugin folder, and `eddy check`'s report;
+//! - [`reload`]: watching the plugin folder and `eddy.toml`, and swapping in
+//!   what changed;
 //! - [`pipeline`]: the Kafka consumer, per-partition workers, follow-ups,
 //!   dead letters and offsets;
 //! - `bindings`: host bindings of the WIT world in `wit/`.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod envelope;
 pub mod pipeline;
 pub mod plugins;
+pub mod reload;
 pub mod routing;
 pub mod runtime;
 

@@ -10,13 +10,15 @@
 //! A failed attempt leaves nothing in Kafka: follow-ups are buffered in the
 //! store and produced only when the handler returns `Ok`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use futures::future::join_all;
 use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -30,10 +32,9 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::bindings::{Delivery, Event};
-use crate::config::{Config, KafkaConfig, PluginSettings};
+use crate::config::{Config, KafkaConfig};
 use crate::envelope;
-use crate::plugins;
-use crate::routing::Router;
+use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger};
 
 /// Records buffered per partition worker before the consumer waits.
@@ -53,28 +54,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         );
     }
     let runtime = Arc::new(Runtime::new()?);
-    let loaded = plugins::load_dir(&runtime, &config.plugins.dir)?;
-    for (path, reason) in &loaded.refused {
-        tracing::error!(file = %path.display(), "{reason}");
-    }
-    for plugin in loaded.plugins.values() {
-        tracing::info!(plugin = %plugin.name, version = %plugin.hash, "plugin loaded");
-    }
-    let mut settings = HashMap::new();
-    for route in &config.routes {
-        if !loaded.plugins.contains_key(&route.plugin) {
-            tracing::error!(
-                plugin = %route.plugin,
-                topic = %route.topic,
-                "no usable {}.wasm in {}: its events will be dead-lettered (plugin-missing)",
-                route.plugin,
-                config.plugins.dir.display()
-            );
-        }
-        settings
-            .entry(route.plugin.clone())
-            .or_insert_with(|| Arc::new(config.settings(&route.plugin)));
-    }
+    let mut reloader = Reloader::new(runtime.clone(), &config);
+    // Watch before the first scan, so a file that lands meanwhile is not missed.
+    let (watcher, changes) = reload::watch(&config)?;
+    let snapshot = reloader.initial(config)?;
+    let config = snapshot.config.clone();
 
     let topics = config.topics();
     let consumer: StreamConsumer = consumer_config(&config.kafka)
@@ -92,20 +76,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         brokers = %config.kafka.bootstrap_servers,
         ?topics,
         routes = config.routes.len(),
-        plugins = loaded.plugins.len(),
+        plugins = ?snapshot.plugins.keys().collect::<Vec<_>>(),
         "eddy is running"
     );
 
     let pipeline = Arc::new(Pipeline {
         runtime,
-        plugins: loaded.plugins,
-        settings,
-        router: Router::new(&config.routes),
-        plugin_dir: config.plugins.dir.display().to_string(),
+        state: ArcSwap::from_pointee(snapshot),
         producer,
         consumer,
         stopping: AtomicBool::new(false),
     });
+    let reload_thread = {
+        let pipeline = pipeline.clone();
+        std::thread::Builder::new()
+            .name("eddy-reload".into())
+            .spawn(move || reload_loop(&pipeline, reloader, changes))
+            .context("cannot start the reload thread")?
+    };
 
     let mut workers: HashMap<(String, i32), (mpsc::Sender<OwnedMessage>, JoinHandle<()>)> =
         HashMap::new();
@@ -141,6 +129,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     tracing::info!("shutting down: finishing in-flight events");
     pipeline.stopping.store(true, Ordering::SeqCst);
+    // Dropping the watcher ends the reload thread.
+    drop(watcher);
+    if reload_thread.join().is_err() {
+        tracing::error!("the reload thread panicked");
+    }
     let handles: Vec<JoinHandle<()>> = workers.into_values().map(|(_, handle)| handle).collect();
     for handle in handles {
         if let Err(e) = handle.await {
@@ -191,12 +184,30 @@ fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     config
 }
 
+/// Applies each change on disk as a new snapshot; ends when the watcher does.
+fn reload_loop(pipeline: &Pipeline, mut reloader: Reloader, changes: Receiver<()>) {
+    while changes.recv().is_ok() {
+        while changes.try_recv().is_ok() {}
+        let current = pipeline.state.load_full();
+        let Some(next) = reloader.reconcile(&current) else {
+            continue;
+        };
+        let topics = next.config.topics();
+        if topics != current.config.topics() {
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            match pipeline.consumer.subscribe(&refs) {
+                Ok(()) => tracing::info!(?topics, "subscription changed"),
+                Err(e) => tracing::error!(?topics, "cannot change the subscription: {e}"),
+            }
+        }
+        pipeline.state.store(Arc::new(next));
+    }
+}
+
 struct Pipeline {
     runtime: Arc<Runtime>,
-    plugins: BTreeMap<String, Arc<Plugin>>,
-    settings: HashMap<String, Arc<PluginSettings>>,
-    router: Router,
-    plugin_dir: String,
+    /// What events are dispatched with; swapped whole by the reload thread.
+    state: ArcSwap<Snapshot>,
     producer: FutureProducer,
     consumer: StreamConsumer,
     stopping: AtomicBool,
@@ -240,6 +251,9 @@ async fn partition_worker(pipeline: Arc<Pipeline>, mut records: mpsc::Receiver<O
 
 impl Pipeline {
     async fn handle_record(&self, record: &OwnedMessage) {
+        // One snapshot for the whole record: a reload meanwhile applies to
+        // the records after it.
+        let snapshot = self.state.load_full();
         let headers = record_headers(record);
         let event = match envelope::decode(record.payload(), headers) {
             Ok(event) => Arc::new(event),
@@ -251,26 +265,34 @@ impl Pipeline {
                 return;
             }
         };
-        let plugins = self.router.plugins_for(record.topic(), &event.event_type);
+        let plugins = snapshot
+            .router
+            .plugins_for(record.topic(), &event.event_type);
         if plugins.is_empty() {
             tracing::debug!(event_id = %event.event_id, event_type = %event.event_type, "no route; skipped");
             return;
         }
         for plugin in plugins {
-            self.deliver(record, &event, plugin)
+            self.deliver(record, &event, plugin, &snapshot)
                 .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
                 .await;
         }
     }
 
     /// Runs `plugin` on the event until it is handled or dead-lettered.
-    async fn deliver(&self, record: &OwnedMessage, event: &Arc<Event>, plugin: &str) {
-        let settings = self.settings.get(plugin).cloned().unwrap_or_default();
+    async fn deliver(
+        &self,
+        record: &OwnedMessage,
+        event: &Arc<Event>,
+        plugin: &str,
+        snapshot: &Snapshot,
+    ) {
+        let settings = snapshot.settings(plugin);
         let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
-        let Some(loaded) = self.plugins.get(plugin).cloned() else {
+        let Some(loaded) = snapshot.plugins.get(plugin).cloned() else {
             let reason = format!(
                 "plugin-missing: no usable {plugin}.wasm in {}",
-                self.plugin_dir
+                snapshot.config.plugins.dir.display()
             );
             tracing::error!("{reason}; event dead-lettered");
             self.dead_letter(record, &dead_letter_topic, Some(plugin), &reason, 0)
@@ -286,7 +308,7 @@ impl Pipeline {
                 key: record.key().map(<[u8]>::to_vec),
                 attempt,
             };
-            let (runtime, loaded, task_settings, event) = (
+            let (runtime, task_plugin, task_settings, event) = (
                 self.runtime.clone(),
                 loaded.clone(),
                 settings.clone(),
@@ -297,7 +319,7 @@ impl Pipeline {
                     event: &event,
                     delivery: &delivery,
                 };
-                runtime.invoke(&loaded, &task_settings, trigger)
+                runtime.invoke(&task_plugin, &task_settings, trigger)
             })
             .await
             .unwrap_or_else(|e| {
@@ -309,8 +331,8 @@ impl Pipeline {
             match outcome {
                 Outcome::Handled(follow_ups) => {
                     let count = follow_ups.len();
-                    self.produce_follow_ups(follow_ups).await;
-                    tracing::debug!(attempt, follow_ups = count, "handled");
+                    self.produce_follow_ups(follow_ups, &loaded).await;
+                    tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
                     return;
                 }
                 Outcome::Failed(failure)
@@ -350,16 +372,26 @@ impl Pipeline {
     /// Produces the follow-ups of a handled event and waits for every
     /// acknowledgement. A follow-up Kafka refuses is retried until it is
     /// taken: the event is finished only when all of them are.
-    async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>) {
+    async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>, plugin: &Plugin) {
+        let headers = OwnedHeaders::new_with_capacity(3)
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            })
+            .insert(Header {
+                key: "eddy-plugin",
+                value: Some(&plugin.name),
+            })
+            .insert(Header {
+                key: "eddy-plugin-version",
+                value: Some(&plugin.hash),
+            });
         let mut round: u32 = 0;
         while !follow_ups.is_empty() {
             let sends = follow_ups.iter().map(|f| {
-                let mut record = FutureRecord::to(&f.topic).payload(&f.payload).headers(
-                    OwnedHeaders::new().insert(Header {
-                        key: "content-type",
-                        value: Some("application/json"),
-                    }),
-                );
+                let mut record = FutureRecord::to(&f.topic)
+                    .payload(&f.payload)
+                    .headers(headers.clone());
                 if let Some(key) = &f.key {
                     record = record.key(key);
                 }

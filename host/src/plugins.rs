@@ -17,26 +17,39 @@ pub struct Loaded {
     pub refused: Vec<(PathBuf, String)>,
 }
 
-/// Loads every `*.wasm` file in `dir`. A file that fails to load is refused
-/// with its reason; only an unreadable folder is an error.
-pub fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<Loaded> {
+/// The `<name>.wasm` files in `dir`, sorted. Hidden files (an editor's or
+/// a copy's temporary name) are not plugins.
+pub fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| plugin_name(path).is_some() && path.is_file())
+        .filter(|path| plugin_name(path).is_some_and(|n| !n.starts_with('.')) && path.is_file())
         .collect();
     paths.sort();
+    Ok(paths)
+}
+
+/// Loads every plugin file in `dir`. A file that fails to load is refused
+/// with its reason; only an unreadable folder is an error.
+pub fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<Loaded> {
     let mut loaded = Loaded {
         plugins: BTreeMap::new(),
         refused: Vec::new(),
     };
-    for path in paths {
-        match runtime.load_file(&path) {
+    for path in wasm_files(dir)? {
+        let result = std::fs::read(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|bytes| {
+                runtime
+                    .load_file(&path, &bytes)
+                    .map_err(|e| format!("{e:#}"))
+            });
+        match result {
             Ok(plugin) => {
                 loaded.plugins.insert(plugin.name.clone(), Arc::new(plugin));
             }
-            Err(e) => loaded.refused.push((path, format!("{e:#}"))),
+            Err(reason) => loaded.refused.push((path, reason)),
         }
     }
     Ok(loaded)

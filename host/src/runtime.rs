@@ -155,11 +155,7 @@ impl Runtime {
     /// Compiles `bytes` as plugin `name` and checks that it is a component of
     /// the `eddy:plugin` world whose imports the host can satisfy.
     pub fn load(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<Plugin> {
-        let hash = Sha256::digest(bytes)
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let hash = version_of(bytes);
         let component = Component::from_binary(&self.engine, bytes)
             .context("not a WebAssembly component (build it with --target wasm32-wasip2)")?;
         let instance_pre = self.linker.instantiate_pre(&component).context(
@@ -176,13 +172,11 @@ impl Runtime {
         })
     }
 
-    /// Reads and loads `path`; the plugin is named after the file stem.
-    pub fn load_file(&self, path: &Path) -> wasmtime::Result<Plugin> {
+    /// Loads the contents of `path`, named after the file stem.
+    pub fn load_file(&self, path: &Path, bytes: &[u8]) -> wasmtime::Result<Plugin> {
         let name = plugin_name(path)
             .with_context(|| format!("{} has no usable file name", path.display()))?;
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        self.load(name, &bytes)
+        self.load(name, bytes)
             .with_context(|| format!("plugin {name} ({}) refused", path.display()))
     }
 
@@ -266,6 +260,15 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A plugin file's version identity: the first 12 hex digits of its SHA-256.
+pub fn version_of(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The plugin name of a `.wasm` path: its file stem.

@@ -182,8 +182,8 @@ fn an_event_type_without_route_is_passed_over_and_committed() {
     let dead = read(
         &[&format!("{topic}.dlq")],
         0,
+        Duration::from_secs(5),
         Duration::from_secs(3),
-        Duration::ZERO,
         |_| true,
     );
     assert!(

@@ -15,7 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-fn env_path(name: &str) -> PathBuf {
+pub fn env_path(name: &str) -> PathBuf {
     std::env::var_os(name)
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("{name} is not set: run the tests with `cargo xtask test`"))
@@ -150,8 +150,9 @@ impl Record {
 }
 
 /// Reads `topics` from the beginning, keeping the records `keep` accepts,
-/// until `expected` are kept and then `quiet` passes without another one
-/// (so a test sees duplicates too), or until `limit`.
+/// until `expected` are kept and `quiet` has passed since the start or the
+/// last kept record (so a test sees duplicates, or that nothing came), or
+/// until `limit`.
 pub fn read(
     topics: &[&str],
     expected: usize,
@@ -319,6 +320,23 @@ impl Eddy {
             "eddy exited with {status}; log:\n{}",
             self.log()
         );
+    }
+
+    /// The folder eddy watches for plugins.
+    pub fn plugin_dir(&self) -> PathBuf {
+        self.dir.join("plugins")
+    }
+
+    /// Waits until eddy's log has `needle` at least `count` times.
+    pub fn wait_for_log(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     pub fn log(&self) -> String {

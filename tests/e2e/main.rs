@@ -13,4 +13,5 @@
 mod check;
 mod delivery;
 mod harness;
+mod reload;
 mod sandbox;

@@ -138,6 +138,34 @@ fn build_plugin_workspace(workspace: &Path, out: &Path) -> anyhow::Result<Vec<Pa
     Ok(built)
 }
 
+/// Builds crate `name` of `workspace` with `feature` on, to `out`.
+fn build_plugin_variant(
+    workspace: &Path,
+    name: &str,
+    feature: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let target_dir = cargo_target_dir().join("wasm");
+    run_command(
+        cargo()
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(workspace.join("Cargo.toml"))
+            .args(["--package", name, "--features", feature, "--target-dir"])
+            .arg(&target_dir),
+    )?;
+    let artifact = target_dir
+        .join("wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    std::fs::copy(&artifact, out).with_context(|| format!("cannot copy {}", artifact.display()))?;
+    Ok(())
+}
+
 /// `cargo xtask plugins`: the example plugins, at `target/plugins/<name>.wasm`.
 pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
     let built = build_plugin_workspace(&root().join("plugins"), &root().join("target/plugins"))?;
@@ -164,13 +192,22 @@ pub fn build_host() -> anyhow::Result<PathBuf> {
 fn test() -> anyhow::Result<()> {
     build_plugins()?;
     let test_plugins = root().join("target/test-plugins");
-    build_plugin_workspace(&root().join("tests/plugins"), &test_plugins)?;
+    let workspace = root().join("tests/plugins");
+    build_plugin_workspace(&workspace, &test_plugins)?;
+    build_plugin_variant(
+        &workspace,
+        "tagger",
+        "v2",
+        &test_plugins.join("tagger-v2.wasm"),
+    )?;
     let eddy = build_host()?;
     kafka::start()?;
     run_command(
         cargo()
             .current_dir(root())
-            .args(["test", "--workspace"])
+            // --show-output: the figures tests print (reload latency) are
+            // part of the run's record.
+            .args(["test", "--workspace", "--", "--show-output"])
             .env("EDDY_BIN", &eddy)
             .env("EDDY_PLUGIN_DIR", root().join("target/plugins"))
             .env("EDDY_TEST_PLUGIN_DIR", &test_plugins)

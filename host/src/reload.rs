@@ -1,0 +1,303 @@
+//! Hot reload: the plugin folder and `eddy.toml` are watched, and what events
+//! are dispatched with is a [`Snapshot`] swapped whole.
+//!
+//! Every change, however it arrived (a `cp`, an editor's atomic rename, a
+//! remove), is handled the same way: [`Reloader::reconcile`] compares the
+//! disk with the running snapshot and builds the next one. A plugin file is
+//! compiled and checked against the world before it can be part of a
+//! snapshot, so no event ever meets a half-loaded plugin; a file that fails is
+//! refused with its reason and the version before it keeps serving. A record
+//! takes the snapshot current when it starts and keeps it to the end, so
+//! events in flight finish on the old version.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use notify::RecursiveMode;
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
+
+use crate::config::{Config, PluginSettings};
+use crate::plugins::wasm_files;
+use crate::routing::Router;
+use crate::runtime::{Plugin, Runtime, plugin_name, version_of};
+
+/// How long the folder must be quiet before a change is looked at.
+const DEBOUNCE: Duration = Duration::from_millis(150);
+
+/// Everything an event is dispatched with. Immutable; replaced whole.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub plugins: BTreeMap<String, Arc<Plugin>>,
+    pub router: Router,
+    settings: HashMap<String, Arc<PluginSettings>>,
+}
+
+impl Snapshot {
+    pub fn new(config: Arc<Config>, plugins: BTreeMap<String, Arc<Plugin>>) -> Snapshot {
+        let settings = config
+            .routes
+            .iter()
+            .map(|r| (r.plugin.clone(), Arc::new(config.settings(&r.plugin))))
+            .collect();
+        Snapshot {
+            router: Router::new(&config.routes),
+            config,
+            plugins,
+            settings,
+        }
+    }
+
+    /// The settings of a routed plugin.
+    pub fn settings(&self, plugin: &str) -> Arc<PluginSettings> {
+        self.settings.get(plugin).cloned().unwrap_or_default()
+    }
+
+    /// Says, loudly, which routed plugins have no usable file.
+    pub fn log_missing_plugins(&self) {
+        for route in &self.config.routes {
+            if !self.plugins.contains_key(&route.plugin) {
+                tracing::error!(
+                    plugin = %route.plugin,
+                    topic = %route.topic,
+                    "no usable {}.wasm in {}: its events are dead-lettered (plugin-missing) until there is",
+                    route.plugin,
+                    self.config.plugins.dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// Brings the running snapshot in line with the disk.
+pub struct Reloader {
+    runtime: Arc<Runtime>,
+    /// The config text last looked at, accepted or not.
+    config_text: Option<String>,
+    /// Plugin name → the version last refused, so it is reported once.
+    refused: HashMap<String, String>,
+}
+
+impl Reloader {
+    pub fn new(runtime: Arc<Runtime>, config: &Config) -> Reloader {
+        let config_text = config
+            .source
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok());
+        Reloader {
+            runtime,
+            config_text,
+            refused: HashMap::new(),
+        }
+    }
+
+    /// The first snapshot: `config` and every plugin in its folder.
+    pub fn initial(&mut self, config: Config) -> anyhow::Result<Snapshot> {
+        let plugins = self.reconcile_plugins(&config.plugins.dir, &BTreeMap::new())?;
+        let snapshot = Snapshot::new(Arc::new(config), plugins.unwrap_or_default());
+        snapshot.log_missing_plugins();
+        Ok(snapshot)
+    }
+
+    /// The next snapshot if the config file or the plugin folder changed in
+    /// a way that can be applied; `None` if nothing is to change. Blocks
+    /// while new plugin files compile.
+    pub fn reconcile(&mut self, current: &Snapshot) -> Option<Snapshot> {
+        let new_config = self.reconcile_config(&current.config);
+        let config = new_config.clone().unwrap_or_else(|| current.config.clone());
+        let plugins = match self.reconcile_plugins(&config.plugins.dir, &current.plugins) {
+            Ok(plugins) => plugins,
+            Err(e) => {
+                tracing::error!("{e:#}; the running plugins stay");
+                None
+            }
+        };
+        if new_config.is_none() && plugins.is_none() {
+            return None;
+        }
+        let snapshot = Snapshot::new(config, plugins.unwrap_or_else(|| current.plugins.clone()));
+        snapshot.log_missing_plugins();
+        Some(snapshot)
+    }
+
+    /// A new config if the file changed and the change is valid.
+    fn reconcile_config(&mut self, current: &Arc<Config>) -> Option<Arc<Config>> {
+        let path = current.source.as_ref()?;
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                if self.config_text.take().is_some() {
+                    tracing::error!(
+                        "cannot read {} ({e}); the running config stays",
+                        path.display()
+                    );
+                }
+                return None;
+            }
+        };
+        if self.config_text.as_deref() == Some(text.as_str()) {
+            return None;
+        }
+        self.config_text = Some(text.clone());
+        let mut config = match Config::from_file_text(&text, path) {
+            Ok(config) => config,
+            Err(e) => {
+                tracing::error!("config change refused, the running config stays: {e:#}");
+                return None;
+            }
+        };
+        let problems = config.problems();
+        if !problems.is_empty() {
+            tracing::error!(
+                "config change refused, the running config stays: {}",
+                problems.join("; ")
+            );
+            return None;
+        }
+        if config.kafka != current.kafka {
+            tracing::warn!("[kafka] settings changed; restart eddy to apply them");
+            config.kafka = current.kafka.clone();
+        }
+        if config.plugins.dir != current.plugins.dir {
+            tracing::warn!("[plugins] dir changed; restart eddy to apply it");
+            config.plugins.dir = current.plugins.dir.clone();
+        }
+        if config.http != current.http {
+            tracing::warn!("[http] settings changed; restart eddy to apply them");
+            config.http = current.http.clone();
+        }
+        tracing::info!(
+            routes = config.routes.len(),
+            topics = ?config.topics(),
+            "config reloaded"
+        );
+        Some(Arc::new(config))
+    }
+
+    /// The plugin set of `dir` if it differs from `current`: new and changed
+    /// files loaded, refused ones leaving the version before them in place,
+    /// removed ones gone.
+    fn reconcile_plugins(
+        &mut self,
+        dir: &Path,
+        current: &BTreeMap<String, Arc<Plugin>>,
+    ) -> anyhow::Result<Option<BTreeMap<String, Arc<Plugin>>>> {
+        let mut next = BTreeMap::new();
+        let mut changed = false;
+        for path in wasm_files(dir)? {
+            let Some(name) = plugin_name(&path).map(str::to_string) else {
+                continue;
+            };
+            let Ok(bytes) = std::fs::read(&path) else {
+                // Gone between listing and reading: the next event sees it.
+                continue;
+            };
+            let version = version_of(&bytes);
+            let running = current.get(&name);
+            if let Some(plugin) = running.filter(|p| p.hash == version) {
+                next.insert(name, plugin.clone());
+                continue;
+            }
+            if self.refused.get(&name) == Some(&version) {
+                if let Some(plugin) = running {
+                    next.insert(name, plugin.clone());
+                }
+                continue;
+            }
+            match self.runtime.load_file(&path, &bytes) {
+                Ok(plugin) => {
+                    self.refused.remove(&name);
+                    match running {
+                        Some(old) => tracing::info!(
+                            plugin = %name,
+                            version = %plugin.hash,
+                            previous = %old.hash,
+                            "plugin reloaded"
+                        ),
+                        None => {
+                            tracing::info!(plugin = %name, version = %plugin.hash, "plugin loaded")
+                        }
+                    }
+                    next.insert(name, Arc::new(plugin));
+                    changed = true;
+                }
+                Err(e) => {
+                    let keeps = running.map_or_else(
+                        || "no version of it is running".to_string(),
+                        |p| format!("version {} keeps serving", p.hash),
+                    );
+                    tracing::error!(plugin = %name, version = %version, "{e:#}; {keeps}");
+                    self.refused.insert(name.clone(), version);
+                    if let Some(plugin) = running {
+                        next.insert(name, plugin.clone());
+                    }
+                }
+            }
+        }
+        for (name, plugin) in current {
+            if !next.contains_key(name) {
+                tracing::warn!(
+                    plugin = %name,
+                    version = %plugin.hash,
+                    "plugin file removed: its events are dead-lettered (plugin-missing) until it is back"
+                );
+                self.refused.remove(name);
+                changed = true;
+            }
+        }
+        Ok(changed.then_some(next))
+    }
+}
+
+/// Watches the plugin folder and the config file; each quiet spell after a
+/// change to either sends one `()`. Other files beside the config file (logs,
+/// say) are ignored.
+pub fn watch(
+    config: &Config,
+) -> anyhow::Result<(
+    Debouncer<notify::RecommendedWatcher, RecommendedCache>,
+    std::sync::mpsc::Receiver<()>,
+)> {
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let plugin_dir = absolute(&config.plugins.dir);
+    let config_file = config.source.as_deref().map(absolute);
+    let config_dir = config_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf);
+
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let relevant = {
+        let (plugin_dir, config_file) = (plugin_dir.clone(), config_file.clone());
+        move |path: &Path| {
+            path.parent() == Some(plugin_dir.as_path()) || Some(path) == config_file.as_deref()
+        }
+    };
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
+        let changed = match result {
+            Ok(events) => events.iter().any(|e| e.paths.iter().any(|p| relevant(p))),
+            Err(errors) => {
+                for e in errors {
+                    tracing::warn!("file watcher: {e}");
+                }
+                true
+            }
+        };
+        if changed {
+            let _ = sender.send(());
+        }
+    })
+    .context("cannot start the file watcher")?;
+    let mut folders: Vec<PathBuf> = vec![plugin_dir];
+    if let Some(dir) = config_dir.filter(|d| !folders.contains(d)) {
+        folders.push(dir);
+    }
+    for folder in &folders {
+        debouncer
+            .watch(folder, RecursiveMode::NonRecursive)
+            .with_context(|| format!("cannot watch {}", folder.display()))?;
+    }
+    Ok((debouncer, receiver))
+}

@@ -1,0 +1,24 @@
+//! Answers every event with one `tagged` follow-up on the `out_topic` config
+//! value, saying which build of the plugin handled it and passing on the
+//! event's `data.seq`.
+
+use eddy_sdk::{Event, HandlerError, Value, json};
+
+#[cfg(not(feature = "v2"))]
+const TAG: &str = "v1";
+#[cfg(feature = "v2")]
+const TAG: &str = "v2";
+
+#[eddy_sdk::handler]
+fn handle(event: Event) -> Result<(), HandlerError> {
+    let out = eddy_sdk::config("out_topic")
+        .ok_or_else(|| HandlerError::reject("tagger needs config out_topic"))?;
+    let data: Value = event.data()?;
+    let tagged = Event::new("tagged").with_json(json!({
+        "tag": TAG,
+        "seq": data["seq"],
+        "of": event.event_type,
+    }));
+    eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &tagged)?;
+    Ok(())
+}

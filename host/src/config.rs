@@ -20,8 +20,7 @@ pub const MAX_MEMORY_MB: u64 = 1024;
 pub struct Config {
     pub kafka: KafkaConfig,
     pub plugins: PluginsConfig,
-    /// Accepted for forward compatibility with the operations endpoints;
-    /// `eddy run` does not serve HTTP yet.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]

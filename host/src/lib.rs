@@ -12,16 +12,22 @@
 //!   what changed;
 //! - [`pipeline`]: the Kafka consumer, per-partition workers, follow-ups,
 //!   dead letters and offsets;
+//! - [`metrics`]: the Prometheus metrics, named in one place;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
+//! - [`scaffold`]: `eddy new`, a plugin crate to start from;
 //! - `bindings`: host bindings of the WIT world in `wit/`.
 
 mod bindings;
 pub mod config;
 pub mod envelope;
+pub mod http;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugins;
 pub mod reload;
 pub mod routing;
 pub mod runtime;
+pub mod scaffold;
 
 pub use config::Config;
 pub use pipeline::run;

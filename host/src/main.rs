@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use eddy_host::{Config, plugins, runtime::Runtime};
+use eddy_host::{Config, http, plugins, runtime::Runtime, scaffold};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,25 @@ enum Command {
         #[arg(long, default_value = "eddy.toml")]
         config: PathBuf,
     },
+    /// Create a plugin crate NAME (Cargo.toml, a handler, a native test).
+    New {
+        name: String,
+        /// Folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of eddy's `sdk` folder, for the crate's eddy-sdk dependency.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Exit 0 if a running eddy answers on its HTTP address, 1 if not
+    /// (the container's HEALTHCHECK; needs no curl).
+    Health {
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        addr: String,
+        /// Ask /readyz instead of /healthz.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +56,22 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::New { name, dir, sdk } => {
+            let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
+            scaffold::new_plugin(&dir, &name, &sdk).map(|root| {
+                println!("created plugin crate {}", root.display());
+                println!("  cd {} && cargo test", root.display());
+                println!("  cargo build --target wasm32-wasip2 --release");
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Health { addr, ready } => {
+            let path = if ready { "/readyz" } else { "/healthz" };
+            http::probe(&addr, path).map(|body| {
+                println!("{body}");
+                ExitCode::SUCCESS
+            })
+        }
     };
     match result {
         Ok(code) => code,

@@ -21,10 +21,12 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use futures::future::join_all;
 use rand::Rng;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -36,6 +38,7 @@ use crate::config::{Config, KafkaConfig};
 use crate::envelope;
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger};
+use crate::{http, metrics};
 
 /// Records buffered per partition worker before the consumer waits.
 const PARTITION_QUEUE: usize = 1024;
@@ -53,6 +56,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             problems.join("\n  ")
         );
     }
+    // Installed first, so what start-up counts (plugin loads) is kept.
+    let metrics_handle = metrics::install();
     let runtime = Arc::new(Runtime::new()?);
     let mut reloader = Reloader::new(runtime.clone(), &config);
     // Watch before the first scan, so a file that lands meanwhile is not missed.
@@ -61,8 +66,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let config = snapshot.config.clone();
 
     let topics = config.topics();
-    let consumer: StreamConsumer = consumer_config(&config.kafka)
-        .create()
+    let consumer: StreamConsumer<EddyContext> = consumer_config(&config.kafka)
+        .create_with_context(EddyContext)
         .context("cannot create the Kafka consumer")?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -71,14 +76,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let producer: FutureProducer = producer_config(&config.kafka)
         .create()
         .context("cannot create the Kafka producer")?;
-    tracing::info!(
-        group = %config.kafka.group_id,
-        brokers = %config.kafka.bootstrap_servers,
-        ?topics,
-        routes = config.routes.len(),
-        plugins = ?snapshot.plugins.keys().collect::<Vec<_>>(),
-        "eddy is running"
-    );
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for /metrics, /healthz and /readyz ([http] listen)",
+                config.http.listen
+            )
+        })?;
+    let http_addr = listener.local_addr()?;
+    log_summary(&snapshot, &http_addr.to_string());
+    metrics::plugins_loaded(snapshot.plugins.len());
 
     let pipeline = Arc::new(Pipeline {
         runtime,
@@ -93,6 +101,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             .name("eddy-reload".into())
             .spawn(move || reload_loop(&pipeline, reloader, changes))
             .context("cannot start the reload thread")?
+    };
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = {
+        let pipeline = pipeline.clone();
+        tokio::spawn(http::serve(
+            listener,
+            metrics_handle,
+            Arc::new(move || pipeline.readiness()),
+            async move {
+                let _ = http_stopped.await;
+            },
+        ))
     };
 
     let mut workers: HashMap<(String, i32), (mpsc::Sender<OwnedMessage>, JoinHandle<()>)> =
@@ -149,9 +169,64 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Err(e) => tracing::error!("final offset commit failed: {e}"),
     }
     pipeline.consumer.unsubscribe();
+    let _ = stop_http.send(());
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("{e:#}"),
+        Err(e) => tracing::error!("the HTTP server task failed: {e}"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The start-up summary: what runs, in a few lines a person reads at a glance.
+fn log_summary(snapshot: &Snapshot, http: &str) {
+    let config = &snapshot.config;
+    tracing::info!(
+        "eddy {} consuming {:?} as group {:?} from {}",
+        env!("CARGO_PKG_VERSION"),
+        config.topics(),
+        config.kafka.group_id,
+        config.kafka.bootstrap_servers
+    );
+    let plugins: Vec<String> = snapshot
+        .plugins
+        .values()
+        .map(|p| format!("{}@{}", p.name, p.hash))
+        .collect();
+    let plugins = if plugins.is_empty() {
+        "none".to_string()
+    } else {
+        plugins.join(", ")
+    };
+    tracing::info!("plugins from {}: {plugins}", config.plugins.dir.display());
+    for route in &config.routes {
+        tracing::info!(
+            "route {} [{}] -> {}",
+            route.topic,
+            route.event_types.join(", "),
+            route.plugin
+        );
+    }
+    tracing::info!("serving /metrics, /healthz and /readyz on http://{http}");
+}
+
+/// librdkafka callbacks: statistics become the consumer-lag gauges.
+struct EddyContext;
+
+impl ClientContext for EddyContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition >= 0 && p.desired && p.consumer_lag_stored >= 0 {
+                    metrics::consumer_lag(topic, *partition, p.consumer_lag_stored);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for EddyContext {}
 
 fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -164,7 +239,8 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000");
     for (name, value) in &kafka.consumer {
         config.set(name, value);
     }
@@ -200,6 +276,7 @@ fn reload_loop(pipeline: &Pipeline, mut reloader: Reloader, changes: Receiver<()
                 Err(e) => tracing::error!(?topics, "cannot change the subscription: {e}"),
             }
         }
+        metrics::plugins_loaded(next.plugins.len());
         pipeline.state.store(Arc::new(next));
     }
 }
@@ -209,7 +286,7 @@ struct Pipeline {
     /// What events are dispatched with; swapped whole by the reload thread.
     state: ArcSwap<Snapshot>,
     producer: FutureProducer,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<EddyContext>,
     stopping: AtomicBool,
 }
 
@@ -250,15 +327,51 @@ async fn partition_worker(pipeline: Arc<Pipeline>, mut records: mpsc::Receiver<O
 }
 
 impl Pipeline {
+    /// Why eddy is not ready to do its work, if it is not. Blocks for up to
+    /// two seconds on a metadata request.
+    fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if self.stopping.load(Ordering::SeqCst) {
+            reasons.push("shutting down".to_string());
+        }
+        if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(2)) {
+            reasons.push(format!("the Kafka brokers do not answer: {e}"));
+        }
+        match self.consumer.assignment() {
+            Ok(assignment) if assignment.count() > 0 => {}
+            Ok(_) => reasons.push("no partitions assigned yet".to_string()),
+            Err(e) => reasons.push(format!("cannot read the partition assignment: {e}")),
+        }
+        let snapshot = self.state.load();
+        let mut missing: Vec<&str> = snapshot
+            .config
+            .routes
+            .iter()
+            .map(|r| r.plugin.as_str())
+            .filter(|p| !snapshot.plugins.contains_key(*p))
+            .collect();
+        missing.dedup();
+        for plugin in missing {
+            reasons.push(format!("routed plugin {plugin} is not loaded"));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
     async fn handle_record(&self, record: &OwnedMessage) {
         // One snapshot for the whole record: a reload meanwhile applies to
         // the records after it.
         let snapshot = self.state.load_full();
         let headers = record_headers(record);
+        metrics::consumed(record.topic());
         let event = match envelope::decode(record.payload(), headers) {
             Ok(event) => Arc::new(event),
             Err(reason) => {
                 tracing::warn!("undecodable record dead-lettered: {reason}");
+                metrics::dead_lettered("", record.topic(), "undecodable");
                 let topic = format!("{}.dlq", record.topic());
                 self.dead_letter(record, &topic, None, &format!("undecodable: {reason}"), 0)
                     .await;
@@ -269,6 +382,7 @@ impl Pipeline {
             .router
             .plugins_for(record.topic(), &event.event_type);
         if plugins.is_empty() {
+            metrics::skipped(record.topic());
             tracing::debug!(event_id = %event.event_id, event_type = %event.event_type, "no route; skipped");
             return;
         }
@@ -295,6 +409,7 @@ impl Pipeline {
                 snapshot.config.plugins.dir.display()
             );
             tracing::error!("{reason}; event dead-lettered");
+            metrics::dead_lettered(plugin, record.topic(), "plugin-missing");
             self.dead_letter(record, &dead_letter_topic, Some(plugin), &reason, 0)
                 .await;
             return;
@@ -314,12 +429,15 @@ impl Pipeline {
                 settings.clone(),
                 event.clone(),
             );
+            // The span follows the handler onto the blocking thread, so the
+            // guest's log lines carry the record's topic, partition and offset.
+            let span = tracing::Span::current();
             let outcome = tokio::task::spawn_blocking(move || {
                 let trigger = Trigger {
                     event: &event,
                     delivery: &delivery,
                 };
-                runtime.invoke(&task_plugin, &task_settings, trigger)
+                span.in_scope(|| runtime.invoke(&task_plugin, &task_settings, trigger))
             })
             .await
             .unwrap_or_else(|e| {
@@ -331,7 +449,15 @@ impl Pipeline {
             match outcome {
                 Outcome::Handled(follow_ups) => {
                     let count = follow_ups.len();
+                    let mut per_topic: Vec<(String, usize)> = Vec::new();
+                    for follow_up in &follow_ups {
+                        match per_topic.iter_mut().find(|(t, _)| *t == follow_up.topic) {
+                            Some((_, n)) => *n += 1,
+                            None => per_topic.push((follow_up.topic.clone(), 1)),
+                        }
+                    }
                     self.produce_follow_ups(follow_ups, &loaded).await;
+                    metrics::handled(plugin, &loaded.hash, record.topic(), &per_topic);
                     tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
                     return;
                 }
@@ -339,6 +465,8 @@ impl Pipeline {
                     if failure.retryable() && attempt <= settings.max_retries =>
                 {
                     let delay = backoff(attempt);
+                    metrics::handler_failed(plugin, &loaded.hash, failure.kind.as_str());
+                    metrics::retried(plugin, record.topic(), failure.kind.as_str());
                     tracing::warn!(
                         attempt,
                         max_retries = settings.max_retries,
@@ -349,6 +477,7 @@ impl Pipeline {
                     attempt += 1;
                 }
                 Outcome::Failed(failure) => {
+                    metrics::handler_failed(plugin, &loaded.hash, failure.kind.as_str());
                     tracing::error!(
                         attempt,
                         dead_letter_topic,
@@ -363,6 +492,7 @@ impl Pipeline {
                         attempt,
                     )
                     .await;
+                    metrics::dead_lettered(plugin, record.topic(), failure.kind.as_str());
                     return;
                 }
             }

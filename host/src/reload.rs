@@ -20,6 +20,7 @@ use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
 use crate::config::{Config, PluginSettings};
+use crate::metrics;
 use crate::plugins::wasm_files;
 use crate::routing::Router;
 use crate::runtime::{Plugin, Runtime, plugin_name, version_of};
@@ -220,6 +221,7 @@ impl Reloader {
                             tracing::info!(plugin = %name, version = %plugin.hash, "plugin loaded")
                         }
                     }
+                    metrics::reload(&name, "ok");
                     next.insert(name, Arc::new(plugin));
                     changed = true;
                 }
@@ -229,6 +231,7 @@ impl Reloader {
                         |p| format!("version {} keeps serving", p.hash),
                     );
                     tracing::error!(plugin = %name, version = %version, "{e:#}; {keeps}");
+                    metrics::reload(&name, "failed");
                     self.refused.insert(name.clone(), version);
                     if let Some(plugin) = running {
                         next.insert(name, plugin.clone());
@@ -243,6 +246,7 @@ impl Reloader {
                     version = %plugin.hash,
                     "plugin file removed: its events are dead-lettered (plugin-missing) until it is back"
                 );
+                metrics::reload(name, "removed");
                 self.refused.remove(name);
                 changed = true;
             }

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
@@ -24,7 +24,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Delivery, Event, HandlerError, HandlerPre, Level, PublishError};
 use crate::config::{MAX_MEMORY_MB, PluginSettings};
-use crate::envelope;
+use crate::{envelope, metrics};
 
 /// How often the epoch advances; deadlines are rounded up to it.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -79,6 +79,20 @@ pub struct Failure {
     pub message: String,
 }
 
+impl FailureKind {
+    /// The name used in dead-letter reasons, logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Retry => "retry",
+            FailureKind::Reject => "reject",
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Memory => "memory-limit",
+            FailureKind::Instantiate => "instantiate",
+        }
+    }
+}
+
 impl Failure {
     pub fn retryable(&self) -> bool {
         self.kind != FailureKind::Reject
@@ -86,15 +100,7 @@ impl Failure {
 
     /// The dead-letter reason: `kind: message`.
     pub fn reason(&self) -> String {
-        let kind = match self.kind {
-            FailureKind::Retry => "retry",
-            FailureKind::Reject => "reject",
-            FailureKind::Trap => "trap",
-            FailureKind::Timeout => "timeout",
-            FailureKind::Memory => "memory-limit",
-            FailureKind::Instantiate => "instantiate",
-        };
-        format!("{kind}: {}", self.message)
+        format!("{}: {}", self.kind.as_str(), self.message)
     }
 }
 
@@ -226,6 +232,8 @@ impl Runtime {
         let ticks = settings.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
         store.set_epoch_deadline(ticks);
 
+        let started = Instant::now();
+        let mut instantiated = started;
         let result = plugin
             .pre
             .instantiate(&mut store)
@@ -234,10 +242,17 @@ impl Runtime {
                 message: format!("{e:#}"),
             })
             .and_then(|handler| {
+                instantiated = Instant::now();
                 handler
                     .call_handle(&mut store, trigger.event, trigger.delivery)
                     .map_err(classify_trap)
             });
+        metrics::handler_duration(
+            &plugin.name,
+            &plugin.hash,
+            instantiated - started,
+            instantiated.elapsed(),
+        );
         forward_guest_output(&plugin.name, "stdout", &stdout);
         forward_guest_output(&plugin.name, "stderr", &stderr);
 

@@ -268,14 +268,27 @@ fn workspace(prefix: &str, config: &str, plugins: &[PluginFile]) -> PathBuf {
 pub struct Eddy {
     child: Option<Child>,
     pub dir: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Eddy {
     /// Writes `config` (whose `[plugins] dir` should be `"plugins"`) and the
     /// plugin files into a fresh folder and starts eddy there.
     pub fn start(config: &str, plugins: &[PluginFile]) -> Eddy {
+        Eddy::start_with_env(config, plugins, &[])
+    }
+
+    /// [`Eddy::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, plugins: &[PluginFile], env: &[(&str, &str)]) -> Eddy {
         let dir = workspace("eddy-e2e", config, plugins);
-        let mut eddy = Eddy { child: None, dir };
+        let mut eddy = Eddy {
+            child: None,
+            dir,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
         eddy.launch();
         eddy
     }
@@ -293,6 +306,7 @@ impl Eddy {
             .arg(self.dir.join("eddy.toml"))
             .env("RUST_LOG", "info,eddy_host=debug")
             .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
@@ -339,6 +353,22 @@ impl Eddy {
         false
     }
 
+    /// The address of eddy's HTTP endpoints, from its start-up summary.
+    pub fn http_addr(&self) -> String {
+        let marker = "/readyz on http://";
+        assert!(
+            self.wait_for_log(marker, 1, Duration::from_secs(30)),
+            "eddy never said where it serves HTTP; log:\n{}",
+            self.log()
+        );
+        let log = self.log();
+        let at = log.rfind(marker).expect("marker") + marker.len();
+        log[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("eddy.log")).unwrap_or_default()
     }
@@ -356,7 +386,8 @@ impl Drop for Eddy {
 /// The `[kafka]` and `[plugins]` part of a test config.
 pub fn config_head(group: &str) -> String {
     format!(
-        "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n[plugins]\ndir = \"plugins\"\n\n",
+        "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n\
+         [plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n",
         bootstrap()
     )
 }
@@ -378,4 +409,30 @@ pub fn check(config: &str, plugins: &[PluginFile], extra_files: &[(&str, &[u8])]
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.code().unwrap_or(-1), text)
+}
+
+/// A plain HTTP GET; returns the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to eddy's HTTP address");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -4,7 +4,8 @@
 //! - `EDDY_BIN`: the `eddy` binary;
 //! - `EDDY_PLUGIN_DIR`: the example plugins (`target/plugins`);
 //! - `EDDY_TEST_PLUGIN_DIR`: the misbehaving test plugins;
-//! - `EDDY_KAFKA`: the broker's bootstrap address.
+//! - `EDDY_KAFKA`: the broker's bootstrap address;
+//! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes.
 //!
 //! Every test uses topics and a consumer group of its own, so they run in
 //! parallel; where a plugin publishes to a fixed topic, the test picks out
@@ -13,5 +14,6 @@
 mod check;
 mod delivery;
 mod harness;
+mod operations;
 mod reload;
 mod sandbox;

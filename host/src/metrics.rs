@@ -1,0 +1,97 @@
+//! Prometheus metrics: one place that names them, labels them and renders
+//! them. Counters end in `_total`, durations are histograms in seconds.
+//!
+//! | metric | labels |
+//! | --- | --- |
+//! | `eddy_events_consumed_total` | topic |
+//! | `eddy_events_skipped_total` (no route) | topic |
+//! | `eddy_events_handled_total` | plugin, version, topic |
+//! | `eddy_events_retried_total` | plugin, topic, reason |
+//! | `eddy_events_dead_lettered_total` | plugin (empty when undecodable), topic, reason |
+//! | `eddy_follow_ups_published_total` | plugin, topic (where it went) |
+//! | `eddy_handler_failures_total` (traps, timeouts, memory, …) | plugin, version, kind |
+//! | `eddy_handler_duration_seconds` | plugin, version |
+//! | `eddy_instantiation_duration_seconds` | plugin, version |
+//! | `eddy_consumer_lag` (records not yet finished) | topic, partition |
+//! | `eddy_plugin_reloads_total` | plugin, outcome (ok, failed, removed) |
+//! | `eddy_plugins_loaded` | — |
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Bucket bounds of the duration histograms, in seconds: 50 µs to 10 s.
+const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+                .expect("the bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("another metrics recorder is installed; /metrics stays empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+pub fn consumed(topic: &str) {
+    counter!("eddy_events_consumed_total", "topic" => topic.to_string()).increment(1);
+}
+
+pub fn skipped(topic: &str) {
+    counter!("eddy_events_skipped_total", "topic" => topic.to_string()).increment(1);
+}
+
+pub fn handled(plugin: &str, version: &str, topic: &str, follow_ups: &[(String, usize)]) {
+    counter!("eddy_events_handled_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "topic" => topic.to_string()).increment(1);
+    for (to, count) in follow_ups {
+        counter!("eddy_follow_ups_published_total", "plugin" => plugin.to_string(), "topic" => to.clone())
+            .increment(*count as u64);
+    }
+}
+
+pub fn retried(plugin: &str, topic: &str, reason: &'static str) {
+    counter!("eddy_events_retried_total", "plugin" => plugin.to_string(), "topic" => topic.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn dead_lettered(plugin: &str, topic: &str, reason: &'static str) {
+    counter!("eddy_events_dead_lettered_total", "plugin" => plugin.to_string(), "topic" => topic.to_string(), "reason" => reason).increment(1);
+}
+
+pub fn handler_failed(plugin: &str, version: &str, kind: &'static str) {
+    counter!("eddy_handler_failures_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "kind" => kind).increment(1);
+}
+
+pub fn handler_duration(plugin: &str, version: &str, instantiation: Duration, call: Duration) {
+    histogram!("eddy_instantiation_duration_seconds", "plugin" => plugin.to_string(), "version" => version.to_string())
+        .record(instantiation.as_secs_f64());
+    histogram!("eddy_handler_duration_seconds", "plugin" => plugin.to_string(), "version" => version.to_string())
+        .record(call.as_secs_f64());
+}
+
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    gauge!("eddy_consumer_lag", "topic" => topic.to_string(), "partition" => partition.to_string())
+        .set(lag as f64);
+}
+
+pub fn reload(plugin: &str, outcome: &'static str) {
+    counter!("eddy_plugin_reloads_total", "plugin" => plugin.to_string(), "outcome" => outcome)
+        .increment(1);
+}
+
+pub fn plugins_loaded(count: usize) {
+    gauge!("eddy_plugins_loaded").set(count as f64);
+}

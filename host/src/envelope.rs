@@ -106,8 +106,12 @@ fn decode_plain(value: &[u8]) -> Result<Event, DecodeError> {
             },
         ));
     }
-    let wire: PlainIn = serde_json::from_str(text)
-        .map_err(|e| DecodeError::new(format!("value is not an event envelope: {e}")))?;
+    let wire: PlainIn = serde_json::from_str(text).map_err(|e| {
+        DecodeError::new(match e.classify() {
+            serde_json::error::Category::Data => format!("value is not an event envelope: {e}"),
+            _ => format!("value is not JSON: {e}"),
+        })
+    })?;
     if wire.specversion.is_some() && wire.event_type.is_none() {
         let object: Map<String, Value> = serde_json::from_str(text)
             .map_err(|e| DecodeError::new(format!("value is not JSON: {e}")))?;
@@ -411,6 +415,7 @@ mod tests {
         let cases: &[(Option<&[u8]>, &str)] = &[
             (None, "no value"),
             (Some(b"not json"), "not JSON"),
+            (Some(b"{oops"), "not JSON"),
             (Some(b"[1,2]"), "not an object"),
             (Some(b"{\"event_type\": \"x\"}"), "event_id is missing"),
             (

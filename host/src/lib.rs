@@ -10,8 +10,8 @@
 //! - [`plugins`]: the plugin folder, and `eddy check`'s report;
 //! - [`reload`]: watching the plugin folder and `eddy.toml`, and swapping in
 //!   what changed;
-//! - [`pipeline`]: the Kafka consumer, per-partition workers, follow-ups,
-//!   dead letters and offsets;
+//! - [`pipeline`]: the Kafka consumer, follow-ups, dead letters and offsets;
+//! - `workers`: one task per partition, stopped cleanly on a revoke;
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
@@ -28,6 +28,7 @@ pub mod reload;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
+mod workers;
 
 pub use config::Config;
 pub use pipeline::run;

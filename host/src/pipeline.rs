@@ -10,7 +10,6 @@
 //! A failed attempt leaves nothing in Kafka: follow-ups are buffered in the
 //! store and produced only when the handler returns `Ok`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +21,9 @@ use arc_swap::ArcSwap;
 use futures::future::join_all;
 use rand::Rng;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -30,7 +31,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::bindings::{Delivery, Event};
@@ -38,10 +38,9 @@ use crate::config::{Config, KafkaConfig};
 use crate::envelope;
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger};
+use crate::workers::{WorkerState, Workers};
 use crate::{http, metrics};
 
-/// Records buffered per partition worker before the consumer waits.
-const PARTITION_QUEUE: usize = 1024;
 /// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`], with jitter.
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -66,8 +65,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let config = snapshot.config.clone();
 
     let topics = config.topics();
+    let workers = Arc::new(Workers::default());
     let consumer: StreamConsumer<EddyContext> = consumer_config(&config.kafka)
-        .create_with_context(EddyContext)
+        .create_with_context(EddyContext {
+            workers: workers.clone(),
+        })
         .context("cannot create the Kafka consumer")?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -115,8 +117,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ))
     };
 
-    let mut workers: HashMap<(String, i32), (mpsc::Sender<OwnedMessage>, JoinHandle<()>)> =
-        HashMap::new();
     tokio::pin!(shutdown);
     loop {
         let message = tokio::select! {
@@ -131,11 +131,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 continue;
             }
         };
-        let key = (message.topic().to_string(), message.partition());
-        let (sender, _) = workers.entry(key).or_insert_with(|| {
-            let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
-            let worker = tokio::spawn(partition_worker(pipeline.clone(), receiver));
-            (sender, worker)
+        let sender = workers.sender(message.topic(), message.partition(), |records, state| {
+            tokio::spawn(partition_worker(pipeline.clone(), records, state))
         });
         tokio::select! {
             _ = &mut shutdown => break,
@@ -154,8 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if reload_thread.join().is_err() {
         tracing::error!("the reload thread panicked");
     }
-    let handles: Vec<JoinHandle<()>> = workers.into_values().map(|(_, handle)| handle).collect();
-    for handle in handles {
+    for handle in workers.drain() {
         if let Err(e) = handle.await {
             tracing::error!("a partition worker failed: {e}");
         }
@@ -211,8 +207,11 @@ fn log_summary(snapshot: &Snapshot, http: &str) {
     tracing::info!("serving /metrics, /healthz and /readyz on http://{http}");
 }
 
-/// librdkafka callbacks: statistics become the consumer-lag gauges.
-struct EddyContext;
+/// librdkafka callbacks: statistics become the consumer-lag gauges, and a
+/// revoke finishes and commits the partitions' work before they move.
+struct EddyContext {
+    workers: Arc<Workers>,
+}
 
 impl ClientContext for EddyContext {
     fn stats(&self, statistics: Statistics) {
@@ -226,7 +225,34 @@ impl ClientContext for EddyContext {
     }
 }
 
-impl ConsumerContext for EddyContext {}
+impl ConsumerContext for EddyContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions: Vec<(String, i32)> = list
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                self.workers.revoke(&partitions);
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => tracing::error!("commit before giving up partitions failed: {e}"),
+                }
+                tracing::info!(?partitions, "partitions revoked; finished work committed");
+            }
+            Rebalance::Assign(list) => {
+                let partitions: Vec<(String, i32)> = list
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+        }
+    }
+}
 
 fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -240,6 +266,9 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.partition.eof", "false")
+        // Partitions move one at a time on a rebalance; the others keep
+        // flowing.
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000");
     for (name, value) in &kafka.consumer {
         config.set(name, value);
@@ -293,8 +322,15 @@ struct Pipeline {
 /// Takes one partition's records in order. Once eddy is stopping it finishes
 /// the record in hand and leaves the rest: their offsets were never stored,
 /// so the next owner of the partition reads them again.
-async fn partition_worker(pipeline: Arc<Pipeline>, mut records: mpsc::Receiver<OwnedMessage>) {
+async fn partition_worker(
+    pipeline: Arc<Pipeline>,
+    mut records: mpsc::Receiver<OwnedMessage>,
+    state: Arc<WorkerState>,
+) {
     while let Some(record) = records.recv().await {
+        let Some(_busy) = state.begin().await else {
+            break;
+        };
         if pipeline.stopping.load(Ordering::SeqCst) {
             break;
         }

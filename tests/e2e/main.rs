@@ -5,6 +5,7 @@
 //! - `EDDY_PLUGIN_DIR`: the example plugins (`target/plugins`);
 //! - `EDDY_TEST_PLUGIN_DIR`: the misbehaving test plugins;
 //! - `EDDY_KAFKA`: the broker's bootstrap address;
+//! - `EDDY_KAFKA_HOME`: where the Kafka jars are, for tests that run a broker of their own;
 //! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes.
 //!
 //! Every test uses topics and a consumer group of its own, so they run in
@@ -12,7 +13,9 @@
 //! its follow-ups by `causation_id`.
 
 mod check;
+mod checker;
 mod delivery;
+mod failures;
 mod harness;
 mod operations;
 mod reload;

@@ -212,6 +212,7 @@ fn test() -> anyhow::Result<()> {
             .env("EDDY_PLUGIN_DIR", root().join("target/plugins"))
             .env("EDDY_TEST_PLUGIN_DIR", &test_plugins)
             .env("EDDY_KAFKA", kafka::BOOTSTRAP)
+            .env("EDDY_KAFKA_HOME", root().join("target/kafka"))
             .env("EDDY_SCAFFOLD_TARGET_DIR", cargo_target_dir().join("wasm")),
     )?;
     run_command(

@@ -31,10 +31,28 @@ fn handle(event: Event) -> Result<(), HandlerError> {
             Ok(())
         }
         "chaos.retry" => Err(HandlerError::retry("chaos: asked to fail transiently")),
+        "chaos.stack" => {
+            let depth = recurse(std::hint::black_box(0));
+            Err(HandlerError::reject(format!("recursion ended at {depth}")))
+        }
+        "chaos.burst" => {
+            for n in 0..100_000 {
+                let flood = Event::new("chaos.flood").with_json(json!({ "n": n }));
+                eddy_sdk::publish(&out, None, &flood)?;
+            }
+            Ok(())
+        }
         _ => {
             let answer = Event::new("chaos.handled").with_json(json!({"of": event.event_type}));
             eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &answer)?;
             Ok(())
         }
     }
+}
+
+/// Recurses until the stack runs out: on purpose.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[0]
 }

@@ -1,0 +1,346 @@
+//! Nothing lost: crashes, clean stops, broker outages and a second host, with
+//! the loss checker as the oracle; and every bad plugin behaviour and bad
+//! record ends in the dead-letter topic with its reason.
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::checker::{Sent, Verdict, check};
+use crate::harness::{
+    Eddy, PluginFile, TestBroker, bootstrap, config_head, create_topics, producer_for, read_from,
+    seed_event, unique,
+};
+
+const EVENTS: usize = 20_000;
+const KEYS: usize = 64;
+
+fn tagger_config(group: &str, topic: &str, out: &str) -> String {
+    format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"*\"]\nplugin = \"tagger\"\n\n\
+         [plugin.tagger]\npublish_to = [\"{out}\"]\nconfig = {{ out_topic = \"{out}\" }}\n",
+        config_head(group)
+    )
+}
+
+/// Produces events `range` (of one numbering: event n has key n % KEYS
+/// and is that key's event n / KEYS) to `topic` on `brokers`, in a thread,
+/// spread over about `over`.
+fn stream(
+    brokers: String,
+    topic: String,
+    range: std::ops::Range<usize>,
+    over: Duration,
+) -> thread::JoinHandle<Vec<Sent>> {
+    thread::spawn(move || {
+        let producer = producer_for(&brokers);
+        let mut sent = Vec::with_capacity(range.len());
+        let started = Instant::now();
+        let total = range.len();
+        for (i, n) in range.enumerate() {
+            let key = format!("key-{}", n % KEYS);
+            let id = format!("{topic}-{n}");
+            let seq = (n / KEYS) as u64;
+            producer.send_json(
+                &topic,
+                &key,
+                &seed_event(&id, "load.event", &key, json!({"seq": seq})),
+            );
+            sent.push(Sent { id, key, seq });
+            if i % 500 == 499 {
+                producer.flush();
+                let due = over.mul_f64((i + 1) as f64 / total as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    thread::sleep(wait);
+                }
+            }
+        }
+        producer.flush();
+        sent
+    })
+}
+
+fn verdict_of(brokers: &str, out: &str, sent: &[Sent]) -> Verdict {
+    let records = read_from(
+        brokers,
+        &[out],
+        sent.len(),
+        Duration::from_secs(300),
+        Duration::from_secs(3),
+        |_| true,
+    );
+    check(sent, &records)
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing() {
+    let (topic, out) = (unique("fail.kill"), unique("fail.kill.out"));
+    create_topics(&[&topic, &out], 6);
+    let mut eddy = Eddy::start(
+        &tagger_config(&unique("g"), &topic, &out),
+        &[PluginFile::Test("tagger")],
+    );
+    let producing = stream(
+        bootstrap(),
+        topic.clone(),
+        0..EVENTS,
+        Duration::from_secs(8),
+    );
+    thread::sleep(Duration::from_secs(4));
+    eddy.kill();
+    thread::sleep(Duration::from_secs(1));
+    eddy.launch();
+    let sent = producing.join().expect("producer");
+    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    println!("kill -9 mid-stream: {verdict}");
+    assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    eddy.stop();
+}
+
+#[test]
+fn sigterm_mid_stream_loses_and_repeats_nothing() {
+    let (topic, out) = (unique("fail.term"), unique("fail.term.out"));
+    create_topics(&[&topic, &out], 6);
+    let mut eddy = Eddy::start(
+        &tagger_config(&unique("g"), &topic, &out),
+        &[PluginFile::Test("tagger")],
+    );
+    let producing = stream(
+        bootstrap(),
+        topic.clone(),
+        0..EVENTS,
+        Duration::from_secs(8),
+    );
+    thread::sleep(Duration::from_secs(4));
+    eddy.stop();
+    eddy.launch();
+    let sent = producing.join().expect("producer");
+    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    println!("SIGTERM mid-stream: {verdict}");
+    assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
+    assert!(verdict.duplicated.is_empty(), "{verdict}");
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    eddy.stop();
+}
+
+#[test]
+fn two_hosts_one_killed_mid_stream_loses_nothing() {
+    let (topic, out) = (unique("fail.pair"), unique("fail.pair.out"));
+    create_topics(&[&topic, &out], 6);
+    let config = tagger_config(&unique("g"), &topic, &out);
+    let mut first = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    let mut second = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    assert!(first.wait_for_log("partitions assigned", 1, Duration::from_secs(30)));
+    assert!(second.wait_for_log("partitions assigned", 1, Duration::from_secs(30)));
+    let producing = stream(
+        bootstrap(),
+        topic.clone(),
+        0..EVENTS,
+        Duration::from_secs(8),
+    );
+    thread::sleep(Duration::from_secs(4));
+    first.kill();
+    let sent = producing.join().expect("producer");
+    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    println!("two hosts, one killed mid-stream: {verdict}");
+    assert!(
+        verdict.lost.is_empty(),
+        "{verdict}; log of the survivor:\n{}",
+        second.log()
+    );
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    assert!(second.is_running());
+    second.stop();
+}
+
+#[test]
+fn a_broker_outage_mid_stream_loses_nothing() {
+    let mut broker = TestBroker::start();
+    let brokers = broker.bootstrap();
+    let (topic, out) = (unique("fail.broker"), unique("fail.broker.out"));
+    crate::harness::create_topics_on(&brokers, &[&topic, &out], 3);
+    let config = tagger_config(&unique("g"), &topic, &out);
+    // eddy starts while the broker is away, and waits for it.
+    broker.stop();
+    let mut eddy = Eddy::start_with_env(
+        &config,
+        &[PluginFile::Test("tagger")],
+        &[("KAFKA_BOOTSTRAP_SERVERS", &brokers)],
+    );
+    thread::sleep(Duration::from_secs(3));
+    assert!(
+        eddy.is_running(),
+        "eddy waits for an unreachable broker; log:\n{}",
+        eddy.log()
+    );
+    broker.restart();
+    // Half the stream, then the broker goes away for a while, then the rest.
+    let mut sent = stream(
+        brokers.clone(),
+        topic.clone(),
+        0..EVENTS / 2,
+        Duration::from_secs(3),
+    )
+    .join()
+    .expect("producer");
+    thread::sleep(Duration::from_secs(1));
+    broker.stop();
+    thread::sleep(Duration::from_secs(5));
+    assert!(eddy.is_running(), "eddy survives the broker going away");
+    broker.restart();
+    sent.extend(
+        stream(
+            brokers.clone(),
+            topic.clone(),
+            EVENTS / 2..EVENTS,
+            Duration::from_secs(3),
+        )
+        .join()
+        .expect("producer"),
+    );
+    let verdict = verdict_of(&brokers, &out, &sent);
+    println!("broker stopped for 5 s mid-stream: {verdict}");
+    assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
+    let log = eddy.log();
+    assert!(
+        ["Connection refused", "Disconnected", "transport failure"]
+            .iter()
+            .any(|m| log.contains(m)),
+        "the outage was logged:\n{log}"
+    );
+    eddy.stop();
+}
+
+/// A record that is not an event: key, value, headers, expected reason.
+type BadRecord<'a> = (&'a str, Option<&'a [u8]>, &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
+    let (topic, out) = (unique("fail.bad"), unique("fail.bad.out"));
+    create_topics(&[&topic, &out], 1);
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{out}\"]\ntimeout_ms = 300\nmemory_mb = 16\nmax_retries = 2\n\
+         config = {{ out_topic = \"{out}\" }}\n",
+        config_head(&unique("g"))
+    );
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+    let producer = producer_for(&bootstrap());
+    // (key, event type or raw record, expected reason prefix, expected attempts)
+    let behaviours = [
+        ("trap", "trap:", "3"),
+        ("loop", "timeout:", "3"),
+        ("memory", "memory-limit:", "3"),
+        ("stack", "trap:", "3"),
+        ("retry", "retry:", "3"),
+        ("burst", "reject: follow-up limit exceeded", "1"),
+        ("forbidden", "reject: publish not allowed", "1"),
+    ];
+    for (kind, _, _) in &behaviours {
+        let event = seed_event(&unique(kind), &format!("chaos.{kind}"), kind, json!({}));
+        producer.send_json(&topic, kind, &event);
+        producer.send_json(
+            &topic,
+            "good",
+            &seed_event(&unique("ok"), "chaos.ok", "good", json!({})),
+        );
+    }
+    let records: [BadRecord; 6] = [
+        (
+            "not-json",
+            Some(b"{oops"),
+            &[],
+            "undecodable: value is not JSON",
+        ),
+        (
+            "not-envelope",
+            Some(br#"{"hello": "world"}"#),
+            &[],
+            "undecodable: value is not an event envelope",
+        ),
+        (
+            "bad-utf8",
+            Some(b"{\"event_id\": \"\xff\"}"),
+            &[],
+            "undecodable: value is not UTF-8",
+        ),
+        ("null", None, &[], "undecodable: record has no value"),
+        (
+            "ce-structured",
+            Some(br#"{"specversion": "1.0", "type": "chaos.ok", "source": "x"}"#),
+            &[("content-type", "application/cloudevents+json")],
+            "undecodable: CloudEvents structured event lacks the required attribute \"id\"",
+        ),
+        (
+            "ce-binary",
+            Some(b"{}"),
+            &[
+                ("ce_specversion", "1.0"),
+                ("ce_id", "1"),
+                ("ce_type", "chaos.ok"),
+            ],
+            "undecodable: CloudEvents binary event lacks the required attribute \"source\"",
+        ),
+    ];
+    for (key, value, headers, _) in &records {
+        producer.send(&topic, Some(key), *value, headers);
+    }
+    producer.flush();
+
+    let expected = behaviours.len() + records.len();
+    let dead = read_from(
+        &bootstrap(),
+        &[&format!("{topic}.dlq")],
+        expected,
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        |_| true,
+    );
+    assert_eq!(dead.len(), expected, "log:\n{}", eddy.log());
+    let by_key: std::collections::BTreeMap<String, &crate::harness::Record> = dead
+        .iter()
+        .map(|r| (r.key.clone().unwrap_or_default(), r))
+        .collect();
+    for (kind, reason, attempts) in &behaviours {
+        let record = by_key[*kind];
+        assert!(
+            record.header("eddy-error").starts_with(reason),
+            "{kind}: {:?}",
+            record.headers
+        );
+        assert_eq!(
+            record.header("eddy-attempts"),
+            *attempts,
+            "{kind}: max_retries = 2 is honoured"
+        );
+        assert_eq!(record.header("eddy-plugin"), "chaos");
+    }
+    for (key, value, _, reason) in &records {
+        let record = by_key[*key];
+        assert!(
+            record.header("eddy-error").starts_with(reason),
+            "{key}: {:?}",
+            record.headers
+        );
+        assert_eq!(
+            record.value.as_deref(),
+            *value,
+            "{key}: the original value is kept"
+        );
+        assert_eq!(record.header("eddy-attempts"), "0");
+    }
+    // The good events between the bad ones were all handled.
+    let good = read_from(
+        &bootstrap(),
+        &[&out],
+        behaviours.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        |r| r.json()["event_type"] == "chaos.handled",
+    );
+    assert_eq!(good.len(), behaviours.len(), "log:\n{}", eddy.log());
+    assert!(eddy.is_running());
+    eddy.stop();
+}

@@ -56,6 +56,10 @@ pub struct KafkaConfig {
 pub struct PluginsConfig {
     /// Folder of `<plugin-name>.wasm` files; relative to the config file.
     pub dir: PathBuf,
+    /// Records with a larger value are dead-lettered (`too-large`) without
+    /// reaching a plugin. Default 1 MiB.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -150,6 +154,9 @@ fn default_memory_mb() -> u64 {
 }
 fn default_max_retries() -> u32 {
     3
+}
+fn default_max_event_bytes() -> usize {
+    1 << 20
 }
 fn default_max_follow_ups() -> usize {
     100

@@ -7,7 +7,7 @@
 //! | `eddy_events_skipped_total` (no route) | topic |
 //! | `eddy_events_handled_total` | plugin, version, topic |
 //! | `eddy_events_retried_total` | plugin, topic, reason |
-//! | `eddy_events_dead_lettered_total` | plugin (empty when undecodable), topic, reason |
+//! | `eddy_events_dead_lettered_total` | plugin (empty when undecodable or too large), topic, reason |
 //! | `eddy_follow_ups_published_total` | plugin, topic (where it went) |
 //! | `eddy_handler_failures_total` (traps, timeouts, memory, …) | plugin, version, kind |
 //! | `eddy_handler_duration_seconds` | plugin, version |

@@ -340,7 +340,11 @@ async fn partition_worker(
             partition = record.partition(),
             offset = record.offset()
         );
-        pipeline.handle_record(&record).instrument(span).await;
+        if !pipeline.handle_record(&record).instrument(span).await {
+            // Abandoned because eddy is stopping: the offset stays, the
+            // record is read again.
+            break;
+        }
         let mut finished = TopicPartitionList::new();
         let stored = finished
             .add_partition_offset(
@@ -367,7 +371,7 @@ impl Pipeline {
     /// two seconds on a metadata request.
     fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
-        if self.stopping.load(Ordering::SeqCst) {
+        if self.stopping() {
             reasons.push("shutting down".to_string());
         }
         if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(2)) {
@@ -397,21 +401,33 @@ impl Pipeline {
         }
     }
 
-    async fn handle_record(&self, record: &OwnedMessage) {
+    /// Handles one record; `false` if it was abandoned unfinished because eddy
+    /// is stopping (its offset must not move).
+    async fn handle_record(&self, record: &OwnedMessage) -> bool {
         // One snapshot for the whole record: a reload meanwhile applies to
         // the records after it.
         let snapshot = self.state.load_full();
         let headers = record_headers(record);
         metrics::consumed(record.topic());
-        let event = match envelope::decode(record.payload(), headers) {
+        let max = snapshot.config.plugins.max_event_bytes;
+        let size = record.payload().map_or(0, <[u8]>::len);
+        let decoded = if size > max {
+            Err((
+                "too-large",
+                format!("value of {size} bytes is over max_event_bytes ({max})"),
+            ))
+        } else {
+            envelope::decode(record.payload(), headers).map_err(|e| ("undecodable", e.to_string()))
+        };
+        let event = match decoded {
             Ok(event) => Arc::new(event),
-            Err(reason) => {
-                tracing::warn!("undecodable record dead-lettered: {reason}");
-                metrics::dead_lettered("", record.topic(), "undecodable");
+            Err((kind, reason)) => {
+                tracing::warn!("record dead-lettered, {kind}: {reason}");
+                metrics::dead_lettered("", record.topic(), kind);
                 let topic = format!("{}.dlq", record.topic());
-                self.dead_letter(record, &topic, None, &format!("undecodable: {reason}"), 0)
+                return self
+                    .dead_letter(record, &topic, None, &format!("{kind}: {reason}"), 0)
                     .await;
-                return;
             }
         };
         let plugins = snapshot
@@ -420,23 +436,46 @@ impl Pipeline {
         if plugins.is_empty() {
             metrics::skipped(record.topic());
             tracing::debug!(event_id = %event.event_id, event_type = %event.event_type, "no route; skipped");
-            return;
+            return true;
         }
         for plugin in plugins {
-            self.deliver(record, &event, plugin, &snapshot)
+            let finished = self
+                .deliver(record, &event, plugin, &snapshot)
                 .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
                 .await;
+            if !finished {
+                return false;
+            }
         }
+        true
     }
 
-    /// Runs `plugin` on the event until it is handled or dead-lettered.
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Waits `delay`, cut short when eddy begins stopping; says whether it is.
+    async fn pause(&self, delay: Duration) -> bool {
+        let until = tokio::time::Instant::now() + delay;
+        while !self.stopping() {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        }
+        true
+    }
+
+    /// Runs `plugin` on the event until it is handled or dead-lettered;
+    /// `false` if eddy began stopping first.
     async fn deliver(
         &self,
         record: &OwnedMessage,
         event: &Arc<Event>,
         plugin: &str,
         snapshot: &Snapshot,
-    ) {
+    ) -> bool {
         let settings = snapshot.settings(plugin);
         let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
         let Some(loaded) = snapshot.plugins.get(plugin).cloned() else {
@@ -446,9 +485,9 @@ impl Pipeline {
             );
             tracing::error!("{reason}; event dead-lettered");
             metrics::dead_lettered(plugin, record.topic(), "plugin-missing");
-            self.dead_letter(record, &dead_letter_topic, Some(plugin), &reason, 0)
+            return self
+                .dead_letter(record, &dead_letter_topic, Some(plugin), &reason, 0)
                 .await;
-            return;
         };
         let mut attempt: u32 = 1;
         loop {
@@ -492,10 +531,12 @@ impl Pipeline {
                             None => per_topic.push((follow_up.topic.clone(), 1)),
                         }
                     }
-                    self.produce_follow_ups(follow_ups, &loaded).await;
+                    if !self.produce_follow_ups(follow_ups, &loaded).await {
+                        return false;
+                    }
                     metrics::handled(plugin, &loaded.hash, record.topic(), &per_topic);
                     tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
-                    return;
+                    return true;
                 }
                 Outcome::Failed(failure)
                     if failure.retryable() && attempt <= settings.max_retries =>
@@ -509,7 +550,9 @@ impl Pipeline {
                         "attempt failed, retrying in {delay:?}: {}",
                         failure.reason()
                     );
-                    tokio::time::sleep(delay).await;
+                    if self.pause(delay).await {
+                        return false;
+                    }
                     attempt += 1;
                 }
                 Outcome::Failed(failure) => {
@@ -520,16 +563,19 @@ impl Pipeline {
                         "event dead-lettered: {}",
                         failure.reason()
                     );
-                    self.dead_letter(
-                        record,
-                        &dead_letter_topic,
-                        Some(plugin),
-                        &failure.reason(),
-                        attempt,
-                    )
-                    .await;
-                    metrics::dead_lettered(plugin, record.topic(), failure.kind.as_str());
-                    return;
+                    let written = self
+                        .dead_letter(
+                            record,
+                            &dead_letter_topic,
+                            Some(plugin),
+                            &failure.reason(),
+                            attempt,
+                        )
+                        .await;
+                    if written {
+                        metrics::dead_lettered(plugin, record.topic(), failure.kind.as_str());
+                    }
+                    return written;
                 }
             }
         }
@@ -537,8 +583,9 @@ impl Pipeline {
 
     /// Produces the follow-ups of a handled event and waits for every
     /// acknowledgement. A follow-up Kafka refuses is retried until it is
-    /// taken: the event is finished only when all of them are.
-    async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>, plugin: &Plugin) {
+    /// taken: the event is finished only when all of them are. `false` if
+    /// eddy began stopping first (the event is handled again later).
+    async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>, plugin: &Plugin) -> bool {
         let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: "content-type",
@@ -578,14 +625,18 @@ impl Pipeline {
             follow_ups = failed;
             if !follow_ups.is_empty() {
                 round += 1;
-                tokio::time::sleep(backoff(round)).await;
+                if self.pause(backoff(round)).await {
+                    return false;
+                }
             }
         }
+        true
     }
 
     /// Writes the record, unchanged, with the `eddy-*` headers to `topic`,
     /// and waits for the acknowledgement. Until Kafka takes it the partition
-    /// does not advance: a dead letter is never dropped.
+    /// does not advance: a dead letter is never dropped. `false` if eddy
+    /// began stopping before it could be written.
     async fn dead_letter(
         &self,
         record: &OwnedMessage,
@@ -593,7 +644,7 @@ impl Pipeline {
         plugin: Option<&str>,
         reason: &str,
         attempts: u32,
-    ) {
+    ) -> bool {
         let mut headers = OwnedHeaders::new();
         if let Some(original) = record.headers() {
             for header in original.iter() {
@@ -617,17 +668,41 @@ impl Pipeline {
             });
         }
         let mut round: u32 = 0;
+        // A value Kafka will not take is left out, said so in a header: the
+        // original stays at its topic, partition and offset.
+        let mut value = record.payload();
         loop {
             let mut out: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(topic).headers(headers.clone());
             if let Some(key) = record.key() {
                 out = out.key(key);
             }
-            if let Some(value) = record.payload() {
+            if let Some(value) = value {
                 out = out.payload(value);
             }
             match self.producer.send(out, Timeout::Never).await {
-                Ok(_) => return,
+                Ok(_) => return true,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
+                    if value.is_some() =>
+                {
+                    let size = value.map_or(0, <[u8]>::len);
+                    tracing::warn!(
+                        dead_letter_topic = topic,
+                        "the record ({size} bytes) is too large for the dead-letter topic; \
+                         writing it without its value"
+                    );
+                    value = None;
+                    headers = headers.insert(Header {
+                        key: "eddy-value-omitted",
+                        value: Some(&format!(
+                            "{size} bytes, too large for this topic; the original is at \
+                             {}/{}/{}",
+                            record.topic(),
+                            record.partition(),
+                            record.offset()
+                        )),
+                    });
+                }
                 Err((e, _)) => {
                     round += 1;
                     tracing::error!(
@@ -637,7 +712,9 @@ impl Pipeline {
                         record.partition(),
                         record.topic()
                     );
-                    tokio::time::sleep(backoff(round)).await;
+                    if self.pause(backoff(round)).await {
+                        return false;
+                    }
                 }
             }
         }

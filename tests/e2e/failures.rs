@@ -9,8 +9,8 @@ use serde_json::json;
 
 use crate::checker::{Sent, Verdict, check};
 use crate::harness::{
-    Eddy, PluginFile, TestBroker, bootstrap, config_head, create_topics, producer_for, read_from,
-    seed_event, unique,
+    Eddy, PluginFile, TestBroker, bootstrap, committed, config_head, create_topics,
+    create_topics_with, producer_for, producer_with, read_from, seed_event, unique,
 };
 
 const EVENTS: usize = 20_000;
@@ -343,4 +343,181 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
     assert_eq!(good.len(), behaviours.len(), "log:\n{}", eddy.log());
     assert!(eddy.is_running());
     eddy.stop();
+}
+
+#[test]
+fn a_ten_megabyte_record_is_dead_lettered_as_too_large() {
+    let (topic, out) = (unique("fail.large"), unique("fail.large.out"));
+    create_topics_with(
+        &bootstrap(),
+        &[&topic],
+        1,
+        &[("max.message.bytes", "16777216")],
+    );
+    create_topics(&[&out], 1);
+    let config = tagger_config(&unique("g"), &topic, &out);
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    let producer = producer_with(&bootstrap(), &[("message.max.bytes", "16777216")]);
+    let mut huge = String::from(r#"{"event_id": "huge", "event_type": "big", "data": {"blob": ""#);
+    huge.push_str(&"x".repeat(10 << 20));
+    huge.push_str("\"}}");
+    producer.send(&topic, Some("huge"), Some(huge.as_bytes()), &[]);
+    let after = unique("after");
+    producer.send_json(
+        &topic,
+        "k",
+        &seed_event(&after, "small", "k", json!({"seq": 0})),
+    );
+    producer.flush();
+
+    let dead = read_from(
+        &bootstrap(),
+        &[&format!("{topic}.dlq")],
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |_| true,
+    );
+    assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
+    assert!(
+        dead[0]
+            .header("eddy-error")
+            .starts_with("too-large: value of 10485"),
+        "{:?}",
+        dead[0].headers
+    );
+    assert!(
+        dead[0]
+            .header("eddy-value-omitted")
+            .contains(&format!("{topic}/0/0")),
+        "{:?}",
+        dead[0].headers
+    );
+    assert_eq!(dead[0].key.as_deref(), Some("huge"));
+    let handled = read_from(
+        &bootstrap(),
+        &[&out],
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |r| r.json()["causation_id"] == after.as_str(),
+    );
+    assert_eq!(
+        handled.len(),
+        1,
+        "the record after it is handled; log:\n{}",
+        eddy.log()
+    );
+    eddy.stop();
+}
+
+#[test]
+fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
+    let (topic, out) = (unique("fail.dlq"), unique("fail.dlq.out"));
+    create_topics(&[&topic, &out], 2);
+    let group = unique("g");
+    // A topic name Kafka refuses: every dead-letter write fails.
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{out}\"]\nmax_retries = 0\n\
+         dead_letter_topic = \"no such topic!\"\nconfig = {{ out_topic = \"{out}\" }}\n",
+        config_head(&group)
+    );
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+    let producer = producer_for(&bootstrap());
+    let stuck = unique("stuck");
+    producer.send_json(
+        &topic,
+        "stuck",
+        &seed_event(&stuck, "chaos.trap", "stuck", json!({})),
+    );
+    producer.send_json(
+        &topic,
+        "stuck",
+        &seed_event(&unique("behind"), "chaos.ok", "stuck", json!({})),
+    );
+    producer.flush();
+    let sent = read_from(
+        &bootstrap(),
+        &[&topic],
+        2,
+        Duration::from_secs(30),
+        Duration::ZERO,
+        |_| true,
+    );
+    let stuck_at = sent
+        .iter()
+        .find(|r| r.key.as_deref() == Some("stuck"))
+        .expect("the stuck record");
+    // Keys of the other partition keep flowing.
+    let other_key = (0..100)
+        .map(|n| format!("free-{n}"))
+        .find(|key| {
+            producer.send_json(
+                &topic,
+                key,
+                &seed_event(&unique("probe"), "chaos.ok", key, json!({})),
+            );
+            producer.flush();
+            let records = read_from(
+                &bootstrap(),
+                &[&topic],
+                1,
+                Duration::from_secs(10),
+                Duration::ZERO,
+                |r| r.key.as_deref() == Some(key.as_str()),
+            );
+            records
+                .first()
+                .is_some_and(|r| r.partition != stuck_at.partition)
+        })
+        .expect("a key on the other partition");
+    let free = unique("free");
+    producer.send_json(
+        &topic,
+        &other_key,
+        &seed_event(&free, "chaos.ok", &other_key, json!({})),
+    );
+    producer.flush();
+    let handled = read_from(
+        &bootstrap(),
+        &[&out],
+        1,
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        |r| r.json()["causation_id"] == free.as_str(),
+    );
+    assert_eq!(
+        handled.len(),
+        1,
+        "the other partition is not held up; log:\n{}",
+        eddy.log()
+    );
+    assert!(
+        eddy.wait_for_log(
+            "cannot write the dead-letter record",
+            2,
+            Duration::from_secs(30)
+        ),
+        "the failing dead-letter write is reported; log:\n{}",
+        eddy.log()
+    );
+    let behind = read_from(
+        &bootstrap(),
+        &[&out],
+        0,
+        Duration::from_secs(3),
+        Duration::from_secs(2),
+        |r| r.key.as_deref() == Some("stuck"),
+    );
+    assert!(
+        behind.is_empty(),
+        "nothing behind the stuck record was handled"
+    );
+    eddy.stop();
+    let offsets = committed(&group, &topic, 2);
+    assert!(
+        offsets[stuck_at.partition as usize].is_none_or(|o| o <= stuck_at.offset),
+        "the stuck record's offset did not move: {offsets:?}"
+    );
 }

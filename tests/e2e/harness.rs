@@ -35,13 +35,28 @@ pub fn create_topics(topics: &[&str], partitions: i32) {
 }
 
 pub fn create_topics_on(brokers: &str, topics: &[&str], partitions: i32) {
+    create_topics_with(brokers, topics, partitions, &[]);
+}
+
+/// Creates `topics` with topic-level settings such as `max.message.bytes`.
+pub fn create_topics_with(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+    settings: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
     let new: Vec<NewTopic> = topics
         .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .map(|t| {
+            settings.iter().fold(
+                NewTopic::new(t, partitions, TopicReplication::Fixed(1)),
+                |topic, (k, v)| topic.set(k, v),
+            )
+        })
         .collect();
     let results = block_on(admin.create_topics(&new, &AdminOptions::new())).expect("create topics");
     for result in results {
@@ -74,12 +89,20 @@ pub fn producer() -> TestProducer {
 }
 
 pub fn producer_for(brokers: &str) -> TestProducer {
+    producer_with(brokers, &[])
+}
+
+/// A producer with extra librdkafka settings.
+pub fn producer_with(brokers: &str, settings: &[(&str, &str)]) -> TestProducer {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
     TestProducer {
-        producer: ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .create()
-            .expect("producer"),
+        producer: config.create().expect("producer"),
     }
 }
 
@@ -139,6 +162,8 @@ pub fn seed_event(event_id: &str, event_type: &str, aggregate_id: &str, data: Va
 #[derive(Debug, Clone)]
 pub struct Record {
     pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
     pub key: Option<String>,
     pub value: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
@@ -198,6 +223,8 @@ pub fn read_from(
         let Ok(message) = message else { continue };
         let record = Record {
             topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
             key: message
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),

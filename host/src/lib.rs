@@ -17,6 +17,8 @@
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
 //! - `bindings`: host bindings of the WIT world in `wit/`.
 
+#[cfg(feature = "bench-native")]
+mod bench_native;
 mod bindings;
 pub mod config;
 pub mod envelope;
@@ -30,5 +32,6 @@ pub mod runtime;
 pub mod scaffold;
 mod workers;
 
+pub use bindings::{Delivery, Event};
 pub use config::Config;
 pub use pipeline::run;

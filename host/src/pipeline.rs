@@ -282,7 +282,9 @@ fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "2");
+        // A handler waits for its follow-ups' acknowledgements before the next event
+        // of its partition: lingering to batch them would only add latency.
+        .set("linger.ms", "0");
     for (name, value) in &kafka.producer {
         config.set(name, value);
     }
@@ -476,6 +478,11 @@ impl Pipeline {
         plugin: &str,
         snapshot: &Snapshot,
     ) -> bool {
+        #[cfg(feature = "bench-native")]
+        if plugin == crate::bench_native::NAME {
+            crate::bench_native::handle(record.topic(), event).await;
+            return true;
+        }
         let settings = snapshot.settings(plugin);
         let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
         let Some(loaded) = snapshot.plugins.get(plugin).cloned() else {

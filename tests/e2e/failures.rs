@@ -73,26 +73,30 @@ fn verdict_of(brokers: &str, out: &str, sent: &[Sent]) -> Verdict {
     check(sent, &records)
 }
 
-#[test]
-fn kill_9_mid_stream_loses_nothing() {
-    let (topic, out) = (unique("fail.kill"), unique("fail.kill.out"));
+/// Streams `EVENTS` events through one eddy, does `interrupt` to it half
+/// way, and returns eddy (running again) with the checker's verdict.
+fn interrupted_stream(name: &str, interrupt: impl FnOnce(&mut Eddy)) -> (Eddy, Verdict) {
+    let (topic, out) = (unique(name), unique(&format!("{name}.out")));
     create_topics(&[&topic, &out], 6);
     let mut eddy = Eddy::start(
         &tagger_config(&unique("g"), &topic, &out),
         &[PluginFile::Test("tagger")],
     );
-    let producing = stream(
-        bootstrap(),
-        topic.clone(),
-        0..EVENTS,
-        Duration::from_secs(8),
-    );
+    let producing = stream(bootstrap(), topic, 0..EVENTS, Duration::from_secs(8));
     thread::sleep(Duration::from_secs(4));
-    eddy.kill();
-    thread::sleep(Duration::from_secs(1));
+    interrupt(&mut eddy);
     eddy.launch();
     let sent = producing.join().expect("producer");
     let verdict = verdict_of(&bootstrap(), &out, &sent);
+    (eddy, verdict)
+}
+
+#[test]
+fn kill_9_mid_stream_loses_nothing() {
+    let (mut eddy, verdict) = interrupted_stream("fail.kill", |eddy| {
+        eddy.kill();
+        thread::sleep(Duration::from_secs(1));
+    });
     println!("kill -9 mid-stream: {verdict}");
     assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
     assert!(verdict.out_of_order.is_empty(), "{verdict}");
@@ -101,23 +105,7 @@ fn kill_9_mid_stream_loses_nothing() {
 
 #[test]
 fn sigterm_mid_stream_loses_and_repeats_nothing() {
-    let (topic, out) = (unique("fail.term"), unique("fail.term.out"));
-    create_topics(&[&topic, &out], 6);
-    let mut eddy = Eddy::start(
-        &tagger_config(&unique("g"), &topic, &out),
-        &[PluginFile::Test("tagger")],
-    );
-    let producing = stream(
-        bootstrap(),
-        topic.clone(),
-        0..EVENTS,
-        Duration::from_secs(8),
-    );
-    thread::sleep(Duration::from_secs(4));
-    eddy.stop();
-    eddy.launch();
-    let sent = producing.join().expect("producer");
-    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    let (mut eddy, verdict) = interrupted_stream("fail.term", Eddy::stop);
     println!("SIGTERM mid-stream: {verdict}");
     assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
     assert!(verdict.duplicated.is_empty(), "{verdict}");

@@ -507,9 +507,23 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `java` with the Kafka jars and logging set up, running `args`.
+fn kafka_java(args: &[&str]) -> Command {
+    let home = env_path("EDDY_KAFKA_HOME");
+    let mut java = Command::new("java");
+    java.arg("-Xmx384m")
+        .arg(format!(
+            "-Dlog4j2.configurationFile={}",
+            home.join("log4j2.properties").display()
+        ))
+        .arg("-cp")
+        .arg(format!("{}/*", home.join("libs").display()))
+        .args(args);
+    java
+}
+
 impl TestBroker {
     pub fn start() -> TestBroker {
-        let home = env_path("EDDY_KAFKA_HOME");
         let dir = std::env::temp_dir().join(unique("eddy-broker"));
         std::fs::create_dir_all(dir.join("data")).expect("broker dir");
         let (port, controller) = (free_port(), free_port());
@@ -530,24 +544,12 @@ impl TestBroker {
             ),
         )
         .expect("server.properties");
-        let java = |args: &[&str]| {
-            let mut java = Command::new("java");
-            java.arg("-Xmx384m")
-                .arg(format!(
-                    "-Dlog4j2.configurationFile={}",
-                    home.join("log4j2.properties").display()
-                ))
-                .arg("-cp")
-                .arg(format!("{}/*", home.join("libs").display()))
-                .args(args);
-            java
-        };
-        let uuid = java(&["kafka.tools.StorageTool", "random-uuid"])
+        let uuid = kafka_java(&["kafka.tools.StorageTool", "random-uuid"])
             .output()
             .expect("java");
         let cluster = String::from_utf8_lossy(&uuid.stdout).trim().to_string();
         let properties = dir.join("server.properties").display().to_string();
-        let format = java(&[
+        let format = kafka_java(&[
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
@@ -579,18 +581,9 @@ impl TestBroker {
     /// Starts the broker on its data and waits until it answers.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "the broker runs already");
-        let home = env_path("EDDY_KAFKA_HOME");
         let log = std::fs::File::create(self.dir.join("broker.log")).expect("broker log");
-        let child = Command::new("java")
-            .arg("-Xmx384m")
-            .arg(format!(
-                "-Dlog4j2.configurationFile={}",
-                home.join("log4j2.properties").display()
-            ))
-            .arg("-cp")
-            .arg(format!("{}/*", home.join("libs").display()))
-            .arg("kafka.Kafka")
-            .arg(self.dir.join("server.properties"))
+        let properties = self.dir.join("server.properties").display().to_string();
+        let child = kafka_java(&["kafka.Kafka", &properties])
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()

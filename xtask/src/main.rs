@@ -5,8 +5,11 @@
 //! - `kafka`: a real Apache Kafka broker (KRaft, single node) from Maven
 //!   Central jars, started with Java; topics;
 //! - `demo`: the newcomer's walk-through;
+//! - `bench`: throughput, CPU, memory and latency against a bare consumer
+//!   and the Python bus;
 //! - this file: commands, building plugins and the host, running tests.
 
+mod bench;
 mod demo;
 mod kafka;
 
@@ -21,7 +24,8 @@ commands:
   kafka start|stop|status   a local Apache Kafka broker on 127.0.0.1:9092
   plugins                   build the example plugins to target/plugins/*.wasm
   demo                      build everything, start Kafka and eddy, show follow-ups
-  test                      build everything, start Kafka, run every test";
+  test                      build everything, start Kafka, run every test
+  bench [--quick]           eddy against a bare consumer and the Python bus";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,6 +37,9 @@ fn main() {
         ["plugins"] => build_plugins().map(|_| ()),
         ["demo"] => demo::run(),
         ["test"] => test(),
+        ["bench"] => bench::run(false),
+        ["bench", "--quick"] => bench::run(true),
+        ["bench-raw", rest @ ..] => bench::raw(rest),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);
@@ -92,24 +99,38 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
         .context("cannot add the wasm32-wasip2 target: plugins cannot be built without it")
 }
 
-/// Builds every crate of the plugin workspace at `workspace` to
-/// wasm32-wasip2 and copies `<name>.wasm` into `out`.
-fn build_plugin_workspace(workspace: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+/// Runs `cargo build --release --target wasm32-wasip2` on the plugin
+/// workspace at `workspace` with `extra` arguments.
+fn cargo_build_wasm(workspace: &Path, extra: &[&str]) -> anyhow::Result<()> {
     ensure_wasm_target()?;
-    let target_dir = cargo_target_dir().join("wasm");
     run_command(
         cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
+            .args(["build", "--release", "--target", "wasm32-wasip2"])
+            .arg("--manifest-path")
             .arg(workspace.join("Cargo.toml"))
             .arg("--target-dir")
-            .arg(&target_dir),
-    )?;
+            .arg(cargo_target_dir().join("wasm"))
+            .args(extra),
+    )
+}
+
+/// Copies the built `.wasm` of crate `name` to `dest`, through a temporary
+/// name, so a watching host never sees a half-written file.
+fn install_wasm(name: &str, dest: &Path) -> anyhow::Result<()> {
+    let artifact = cargo_target_dir()
+        .join("wasm/wasm32-wasip2/release")
+        .join(format!("{}.wasm", name.replace('-', "_")));
+    let partial = dest.with_file_name(format!(".{name}.wasm.partial"));
+    std::fs::copy(&artifact, &partial)
+        .with_context(|| format!("cannot copy {}", artifact.display()))?;
+    std::fs::rename(&partial, dest)?;
+    Ok(())
+}
+
+/// Builds every crate of the plugin workspace at `workspace` to
+/// wasm32-wasip2 and puts each at `out/<name>.wasm`.
+fn build_plugin_workspace(workspace: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    cargo_build_wasm(workspace, &[])?;
     std::fs::create_dir_all(out)?;
     let mut built = Vec::new();
     for entry in std::fs::read_dir(workspace)? {
@@ -120,18 +141,9 @@ fn build_plugin_workspace(workspace: &Path, out: &Path) -> anyhow::Result<Vec<Pa
         let name = crate_dir
             .file_name()
             .and_then(|n| n.to_str())
-            .context("plugin folder name is not UTF-8")?
-            .to_string();
-        let artifact = target_dir
-            .join("wasm32-wasip2/release")
-            .join(format!("{}.wasm", name.replace('-', "_")));
+            .context("plugin folder name is not UTF-8")?;
         let dest = out.join(format!("{name}.wasm"));
-        // Copy to a temporary name and rename, so a watching host never
-        // sees a half-written file.
-        let partial = out.join(format!(".{name}.wasm.partial"));
-        std::fs::copy(&artifact, &partial)
-            .with_context(|| format!("cannot copy {}", artifact.display()))?;
-        std::fs::rename(&partial, &dest)?;
+        install_wasm(name, &dest)?;
         built.push(dest);
     }
     built.sort();
@@ -145,25 +157,8 @@ fn build_plugin_variant(
     feature: &str,
     out: &Path,
 ) -> anyhow::Result<()> {
-    let target_dir = cargo_target_dir().join("wasm");
-    run_command(
-        cargo()
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip2",
-                "--manifest-path",
-            ])
-            .arg(workspace.join("Cargo.toml"))
-            .args(["--package", name, "--features", feature, "--target-dir"])
-            .arg(&target_dir),
-    )?;
-    let artifact = target_dir
-        .join("wasm32-wasip2/release")
-        .join(format!("{}.wasm", name.replace('-', "_")));
-    std::fs::copy(&artifact, out).with_context(|| format!("cannot copy {}", artifact.display()))?;
-    Ok(())
+    cargo_build_wasm(workspace, &["--package", name, "--features", feature])?;
+    install_wasm(name, out)
 }
 
 /// `cargo xtask plugins`: the example plugins, at `target/plugins/<name>.wasm`.

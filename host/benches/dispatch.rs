@@ -1,0 +1,77 @@
+//! One event through decode → instantiate → call → collect, per plugin (and
+//! so per plugin size). Run by `cargo xtask bench`; the plugin files come
+//! from `EDDY_BENCH_PLUGINS` (a folder of `.wasm` files).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use eddy_host::config::PluginSettings;
+use eddy_host::envelope;
+use eddy_host::runtime::{Outcome, Runtime, Trigger};
+use eddy_host::{Delivery, Event};
+
+const EVENT: &str = r#"{"event_id": "bench-00000001", "event_type": "user.created",
+    "timestamp": "2026-11-26T12:00:00.000000Z", "service_name": "user-service", "version": "1.0",
+    "data": {"user_id": "user-00001", "email": "user-00001@example.com", "name": "Ada Lovelace",
+             "plan": "pro", "seq": 1},
+    "metadata": {"source": "bench"}, "aggregate_id": "user-00001", "aggregate_type": "User"}"#;
+
+fn dispatch(c: &mut Criterion) {
+    let Some(dir) = std::env::var_os("EDDY_BENCH_PLUGINS").map(PathBuf::from) else {
+        eprintln!("EDDY_BENCH_PLUGINS is not set: run `cargo xtask bench`");
+        return;
+    };
+    let runtime = Runtime::new().expect("the wasm engine");
+    let settings = Arc::new(PluginSettings {
+        publish_to: vec!["bench.out".into(), "notification.commands".into()],
+        config: [("out_topic".to_string(), "bench.out".to_string())].into(),
+        ..PluginSettings::default()
+    });
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the plugin folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    files.sort();
+    let mut group = c.benchmark_group("decode-instantiate-call-collect");
+    for path in files {
+        let bytes = std::fs::read(&path).expect("plugin file");
+        let Ok(plugin) = runtime.load_file(&path, &bytes) else {
+            continue;
+        };
+        let id = BenchmarkId::new(plugin.name.clone(), format!("{} KiB", bytes.len() / 1024));
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                let event: Event = envelope::decode(Some(EVENT.as_bytes()), []).expect("an event");
+                let delivery = Delivery {
+                    topic: "user.events".into(),
+                    partition: 0,
+                    offset: 1,
+                    key: Some(b"user-00001".to_vec()),
+                    attempt: 1,
+                };
+                let outcome = runtime.invoke(
+                    &plugin,
+                    &settings,
+                    Trigger {
+                        event: &event,
+                        delivery: &delivery,
+                    },
+                );
+                assert!(matches!(outcome, Outcome::Handled(_)), "{outcome:?}");
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = dispatch
+}
+criterion_main!(benches);

@@ -1,0 +1,687 @@
+//! `cargo xtask bench [--quick]`: eddy against the fastest reader of the same
+//! stream (a bare librdkafka consumer) and against the Python aiokafka bus
+//! its users run today, one after another in one run, on the local broker.
+//!
+//! Each scenario reads the whole corpus with a fresh consumer group, as its
+//! own process, whose CPU time and peak RSS come from /proc (or from the
+//! process itself where it exits on its own). Latency is measured apart, at
+//! a fixed offered rate: produce → follow-up visible to a consumer.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::{Value, json};
+
+use crate::{
+    build_plugin_workspace, build_plugins, cargo, cargo_target_dir, kafka, root, run_command,
+};
+
+const PARTITIONS: i32 = 6;
+const KEYS: usize = 10_000;
+const LATENCY_RATE: usize = 5_000;
+
+struct Scenario {
+    name: &'static str,
+    events: usize,
+    seconds: f64,
+    cpu_s: f64,
+    peak_rss_mb: f64,
+    latency_ms: Option<[f64; 3]>,
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    let events = if quick { 20_000 } else { 1_000_000 };
+    let latency_for = Duration::from_secs(if quick { 3 } else { 10 });
+    let dir = root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    build_plugins()?;
+    let plugins = dir.join("plugins");
+    build_plugin_workspace(&root().join("tests/plugins"), &plugins)?;
+    let native = build_eddy(&["--features", "bench-native"])?;
+    let native_copy = dir.join("eddy-native");
+    fs::copy(&native, &native_copy)?;
+    let eddy = build_eddy(&[])?;
+    let python = python_env(&dir)?;
+    kafka::start()?;
+    let corpus = format!("bench.corpus.{events}");
+    ensure_corpus(&corpus, events)?;
+
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let out = format!("bench.out.{run_id}");
+    let tokio = tokio::runtime::Runtime::new()?;
+    tokio.block_on(kafka::create_topics(&[&out], PARTITIONS))?;
+    let group = |name: &str| format!("bench-{name}-{run_id}");
+
+    let mut results = Vec::new();
+    println!("xtask: bench: raw consumer");
+    results.push(self_measured(
+        "raw",
+        events,
+        Command::new(std::env::current_exe()?).args([
+            "bench-raw",
+            kafka::BOOTSTRAP,
+            &corpus,
+            &group("raw"),
+            &events.to_string(),
+        ]),
+    )?);
+    for (name, binary, plugin) in [
+        ("eddy-noop", &eddy, "noop"),
+        ("eddy-followup", &eddy, "tagger"),
+        ("native", &native_copy, "native-noop"),
+    ] {
+        println!("xtask: bench: {name}");
+        let config = eddy_config(&dir, name, &group(name), &corpus, &out, plugin, &plugins)?;
+        let mut scenario = eddy_scenario(name, binary, &config, events)?;
+        if name == "eddy-followup" {
+            scenario.latency_ms = Some(latency_eddy(
+                binary,
+                &dir,
+                plugin,
+                &plugins,
+                &out,
+                latency_for,
+            )?);
+        }
+        results.push(scenario);
+    }
+    for (name, mode) in [
+        ("python-bus-noop", "noop"),
+        ("python-bus-followup", "followup"),
+    ] {
+        println!("xtask: bench: {name}");
+        let script = root().join("xtask/bench/python_bus.py");
+        let mut scenario = self_measured(
+            name,
+            events,
+            Command::new(&python).arg(&script).args([
+                kafka::BOOTSTRAP,
+                &corpus,
+                &group(name),
+                &events.to_string(),
+                mode,
+                &out,
+            ]),
+        )?;
+        if mode == "followup" {
+            scenario.latency_ms = Some(latency_python(&python, &script, &out, latency_for)?);
+        }
+        results.push(scenario);
+    }
+    report(&dir, &results)?;
+
+    println!("\nxtask: bench: one event through decode → instantiate → call → collect (criterion)");
+    fs::copy(
+        root().join("target/plugins/welcome-email.wasm"),
+        plugins.join("welcome-email.wasm"),
+    )?;
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args(["bench", "--package", "eddy-host", "--bench", "dispatch"])
+            .env("EDDY_BENCH_PLUGINS", &plugins),
+    )
+}
+
+fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "eddy-host",
+                "--bin",
+                "eddy",
+            ])
+            .args(features),
+    )?;
+    Ok(cargo_target_dir().join("release/eddy"))
+}
+
+/// A virtual environment with aiokafka from PyPI, made once.
+fn python_env(dir: &Path) -> anyhow::Result<PathBuf> {
+    let venv = dir.join("venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run_command(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let has = Command::new(&python)
+        .args(["-c", "import aiokafka"])
+        .status()?
+        .success();
+    if !has {
+        run_command(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "aiokafka==0.14.0",
+        ]))?;
+    }
+    Ok(python)
+}
+
+/// A seed-style `user.created`, about 300 bytes.
+fn corpus_event(n: usize, sent_us: u128) -> (String, String) {
+    let user = format!("user-{:05}", n % KEYS);
+    let value = json!({
+        "event_id": format!("bench-{n:08}"),
+        "event_type": "user.created",
+        "timestamp": "2026-11-26T12:00:00.000000Z",
+        "service_name": "user-service",
+        "version": "1.0",
+        "data": {"user_id": user, "email": format!("{user}@example.com"), "name": "Ada Lovelace",
+                 "plan": "pro", "sent_us": sent_us, "seq": n / KEYS},
+        "metadata": {"source": "bench"},
+        "aggregate_id": user,
+        "aggregate_type": "User",
+    });
+    (user, value.to_string())
+}
+
+fn producer() -> anyhow::Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", kafka::BOOTSTRAP)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+/// Produces the corpus once; a later run finds it and reuses it.
+fn ensure_corpus(topic: &str, events: usize) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka::BOOTSTRAP)
+        .create()?;
+    let mut present = 0i64;
+    for p in 0..PARTITIONS {
+        if let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            present += high - low;
+        }
+    }
+    if present == events as i64 {
+        println!("xtask: bench: reusing the corpus {topic} ({events} events)");
+        return Ok(());
+    }
+    if present != 0 {
+        bail!(
+            "topic {topic} holds {present} records, not {events}; delete target/kafka/data or the topic"
+        );
+    }
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[topic], PARTITIONS))?;
+    println!("xtask: bench: producing the corpus {topic} ({events} events)");
+    let producer = producer()?;
+    for n in 0..events {
+        let (key, value) = corpus_event(n, 0);
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// `xtask bench-raw BROKERS TOPIC GROUP COUNT`: reads COUNT records and
+/// prints the figures as one JSON line.
+pub fn raw(args: &[&str]) -> anyhow::Result<()> {
+    let [brokers, topic, group, count] = args else {
+        bail!("usage: bench-raw BROKERS TOPIC GROUP COUNT");
+    };
+    let count: usize = count.parse()?;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", *brokers)
+        .set("group.id", *group)
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < count {
+        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            let message = message?;
+            std::hint::black_box(message.payload());
+            seen += 1;
+        }
+    }
+    let (cpu_s, peak_rss_mb) = usage(std::process::id())?;
+    println!(
+        "{}",
+        json!({"events": seen, "seconds": started.elapsed().as_secs_f64(), "cpu_s": cpu_s, "peak_rss_mb": peak_rss_mb})
+    );
+    Ok(())
+}
+
+/// CPU seconds (user + system) and peak RSS in MiB of process `pid`.
+fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    // Linux counts CPU time in clock ticks of 1/100 s (USER_HZ).
+    Ok((ticks / 100.0, hwm_kb / 1024.0))
+}
+
+/// Runs a process that reads the corpus and prints its own figures.
+fn self_measured(
+    name: &'static str,
+    events: usize,
+    command: &mut Command,
+) -> anyhow::Result<Scenario> {
+    let output = command
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("cannot run {name}"))?;
+    if !output.status.success() {
+        bail!("{name} failed ({})", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    let figures: Value =
+        serde_json::from_str(line).with_context(|| format!("{name} printed {line:?}"))?;
+    Ok(Scenario {
+        name,
+        events,
+        seconds: figures["seconds"].as_f64().unwrap_or_default(),
+        cpu_s: figures["cpu_s"].as_f64().unwrap_or_default(),
+        peak_rss_mb: figures["peak_rss_mb"].as_f64().unwrap_or_default(),
+        latency_ms: None,
+    })
+}
+
+fn eddy_config(
+    dir: &Path,
+    name: &str,
+    group: &str,
+    topic: &str,
+    out: &str,
+    plugin: &str,
+    plugins: &Path,
+) -> anyhow::Result<PathBuf> {
+    let scenario = dir.join(name);
+    let plugin_dir = scenario.join("plugins");
+    let _ = fs::remove_dir_all(&scenario);
+    fs::create_dir_all(&plugin_dir)?;
+    if plugin != "native-noop" {
+        fs::copy(
+            plugins.join(format!("{plugin}.wasm")),
+            plugin_dir.join(format!("{plugin}.wasm")),
+        )?;
+    }
+    let config = scenario.join("eddy.toml");
+    fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n\
+             [plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
+             [plugin.{plugin}]\npublish_to = [\"{out}\"]\nconfig = {{ out_topic = \"{out}\" }}\n",
+            kafka::BOOTSTRAP
+        ),
+    )?;
+    Ok(config)
+}
+
+struct Running {
+    child: Child,
+    log: PathBuf,
+    http: String,
+}
+
+fn start_eddy(binary: &Path, config: &Path) -> anyhow::Result<Running> {
+    let log = config.with_file_name("eddy.log");
+    let child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn,eddy_host::pipeline=info")
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("cannot start eddy")?;
+    let started = Instant::now();
+    let marker = "/readyz on http://";
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find(marker) {
+            let http: String = text[at + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            return Ok(Running { child, log, http });
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("eddy did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// The sum of `eddy_events_handled_total` over its series.
+fn handled(addr: &str) -> f64 {
+    get(addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with("eddy_events_handled_total"))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
+}
+
+fn stop(mut running: Running) {
+    let _ = Command::new("kill")
+        .arg(running.child.id().to_string())
+        .status();
+    let _ = running.child.wait();
+}
+
+fn eddy_scenario(
+    name: &'static str,
+    binary: &Path,
+    config: &Path,
+    events: usize,
+) -> anyhow::Result<Scenario> {
+    let started = Instant::now();
+    let running = start_eddy(binary, config)?;
+    while handled(&running.http) < events as f64 {
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!(
+                "{name} did not finish within an hour; see {}",
+                running.log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let (cpu_s, peak_rss_mb) = usage(running.child.id())?;
+    stop(running);
+    Ok(Scenario {
+        name,
+        events,
+        seconds,
+        cpu_s,
+        peak_rss_mb,
+        latency_ms: None,
+    })
+}
+
+/// Offers `LATENCY_RATE` events/s to a fresh topic for `over` and measures,
+/// per event, the time until its follow-up (`causation_id`) is read from `out`.
+fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f64; 3]> {
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let total = (LATENCY_RATE as f64 * over.as_secs_f64()) as usize;
+    let reader = {
+        let (sent, out) = (sent.clone(), out.to_string());
+        std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", kafka::BOOTSTRAP)
+                .set("group.id", format!("bench-latency-reader-{out}"))
+                .set("auto.offset.reset", "latest")
+                .set("fetch.wait.max.ms", "5")
+                .create()?;
+            consumer.subscribe(&[&out])?;
+            let mut latencies = Vec::with_capacity(total);
+            let deadline = Instant::now() + over + Duration::from_secs(60);
+            while latencies.len() < total && Instant::now() < deadline {
+                let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let now = Instant::now();
+                let value: Value = message
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p).ok())
+                    .unwrap_or(Value::Null);
+                let cause = value["causation_id"].as_str().unwrap_or_default();
+                if let Some(at) = sent
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .get(cause)
+                {
+                    latencies.push((now - *at).as_secs_f64() * 1000.0);
+                }
+            }
+            Ok(latencies)
+        })
+    };
+    // Let the reader join its group before the first event.
+    std::thread::sleep(Duration::from_secs(3));
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka::BOOTSTRAP)
+        .set("linger.ms", "0")
+        .create()?;
+    let started = Instant::now();
+    for n in 0..total {
+        let due = Duration::from_secs_f64(n as f64 / LATENCY_RATE as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        let (key, value) = corpus_event(n, 0);
+        let id = format!("bench-{n:08}");
+        sent.lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(id, Instant::now());
+        while producer
+            .send(BaseRecord::to(input).key(&key).payload(&value))
+            .is_err()
+        {
+            producer.poll(Duration::from_millis(1));
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30))?;
+    let mut latencies = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("latency reader panicked"))??;
+    if latencies.len() < total {
+        println!(
+            "xtask: bench: only {} of {total} follow-ups arrived within a minute",
+            latencies.len()
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    Ok([at(0.50), at(0.99), at(0.999)])
+}
+
+fn latency_eddy(
+    binary: &Path,
+    dir: &Path,
+    plugin: &str,
+    plugins: &Path,
+    out: &str,
+    over: Duration,
+) -> anyhow::Result<[f64; 3]> {
+    let input = format!(
+        "bench.latency.eddy.{}",
+        out.trim_start_matches("bench.out.")
+    );
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&input], PARTITIONS))?;
+    let config = eddy_config(
+        dir,
+        "latency-eddy",
+        &format!("bench-latency-{input}"),
+        &input,
+        out,
+        plugin,
+        plugins,
+    )?;
+    let running = start_eddy(binary, &config)?;
+    let started = Instant::now();
+    while !get(&running.http, "/readyz").contains(" 200 ") {
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("eddy did not get ready; see {}", running.log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = measure_latency(&input, out, over);
+    stop(running);
+    result
+}
+
+fn latency_python(
+    python: &Path,
+    script: &Path,
+    out: &str,
+    over: Duration,
+) -> anyhow::Result<[f64; 3]> {
+    let input = format!(
+        "bench.latency.python.{}",
+        out.trim_start_matches("bench.out.")
+    );
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&input], PARTITIONS))?;
+    let total = (LATENCY_RATE as f64 * over.as_secs_f64()) as usize;
+    let mut bus = Command::new(python)
+        .arg(script)
+        .args([
+            kafka::BOOTSTRAP,
+            &input,
+            &format!("bench-latency-{input}"),
+            &total.to_string(),
+            "followup",
+            out,
+        ])
+        .stdout(Stdio::null())
+        .spawn()?;
+    let result = measure_latency(&input, out, over);
+    let _ = bus.kill();
+    let _ = bus.wait();
+    result
+}
+
+fn machine() -> Value {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
+    let memory_gib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| {
+                l.strip_prefix("MemTotal:")
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+        })
+        .map(|kb| (kb / 1024.0 / 1024.0).round())
+        .unwrap_or_default();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": memory_gib,
+        "os": std::env::consts::OS,
+        "arch": std::env::consts::ARCH,
+    })
+}
+
+fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
+    let raw_rate = results
+        .iter()
+        .find(|s| s.name == "raw")
+        .map_or(f64::NAN, |s| s.events as f64 / s.seconds);
+    let machine = machine();
+    let scenarios: Vec<Value> = results
+        .iter()
+        .map(|s| {
+            let rate = s.events as f64 / s.seconds;
+            json!({
+                "name": s.name,
+                "events": s.events,
+                "events_per_s": rate.round(),
+                "ratio_to_raw": (rate / raw_rate * 1000.0).round() / 1000.0,
+                "cpu_s_per_million": (s.cpu_s / s.events as f64 * 1e6 * 10.0).round() / 10.0,
+                "peak_rss_mb": (s.peak_rss_mb * 10.0).round() / 10.0,
+                "latency_ms": s.latency_ms.map(|[p50, p99, p999]| json!({"p50": p50, "p99": p99, "p999": p999})),
+            })
+        })
+        .collect();
+    let document = json!({"machine": machine, "scenarios": scenarios});
+    let path = dir.join("results.json");
+    fs::write(&path, serde_json::to_string_pretty(&document)?)?;
+    println!(
+        "\nmachine: {} ({} cores, {} GiB)",
+        machine["cpu"], machine["cores"], machine["memory_gib"]
+    );
+    println!(
+        "{:<20} {:>9} {:>10} {:>8} {:>12} {:>9} {:>24}",
+        "scenario",
+        "events",
+        "events/s",
+        "vs raw",
+        "cpu s / 1M",
+        "peak MB",
+        "latency p50/p99/p999 ms"
+    );
+    for s in &scenarios {
+        let latency = match &s["latency_ms"] {
+            Value::Null => "-".to_string(),
+            l => format!(
+                "{:.1} / {:.1} / {:.1}",
+                l["p50"].as_f64().unwrap_or(f64::NAN),
+                l["p99"].as_f64().unwrap_or(f64::NAN),
+                l["p999"].as_f64().unwrap_or(f64::NAN)
+            ),
+        };
+        println!(
+            "{:<20} {:>9} {:>10} {:>8} {:>12} {:>9} {:>24}",
+            s["name"].as_str().unwrap_or_default(),
+            s["events"],
+            s["events_per_s"],
+            s["ratio_to_raw"],
+            s["cpu_s_per_million"],
+            s["peak_rss_mb"],
+            latency
+        );
+    }
+    println!("\nxtask: wrote {}", path.display());
+    Ok(())
+}

@@ -217,8 +217,15 @@ impl ClientContext for EddyContext {
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
-                if *partition >= 0 && p.desired && p.consumer_lag_stored >= 0 {
-                    metrics::consumer_lag(topic, *partition, p.consumer_lag_stored);
+                // Behind what eddy finished; before anything is stored, behind
+                // the committed offset.
+                let lag = if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    p.consumer_lag
+                };
+                if *partition >= 0 && p.desired && lag >= 0 {
+                    metrics::consumer_lag(topic, *partition, lag);
                 }
             }
         }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 
@@ -53,11 +55,12 @@ fn timestamp(record: &Record) -> SystemTime {
 
 #[test]
 fn plugins_and_routes_reload_under_live_traffic_with_nothing_lost() {
-    const CHUNKS: usize = 40;
-    const PER_CHUNK: usize = 500;
+    const EVENTS: usize = 20_000;
     const KEYS: usize = 48;
-    const ROUTE_CHANGE_AT: usize = 20;
+    const STEPS: usize = 40;
+    const STEP: Duration = Duration::from_millis(400);
     const CORRUPT_AT: usize = 10;
+    const ROUTE_CHANGE_AT: usize = 20;
 
     let (topic, out) = (unique("reload.in"), unique("reload.out"));
     create_topics(&[&topic, &out], 6);
@@ -71,36 +74,49 @@ fn plugins_and_routes_reload_under_live_traffic_with_nothing_lost() {
         eddy.log()
     );
 
-    let producer = producer();
-    let mut next_seq = vec![0u64; KEYS];
-    let mut expected: Vec<String> = Vec::new();
+    // A steady stream for the whole run, so there is always an event for a
+    // new version to take; `load.late` events only once their route is live.
+    let late_route = Arc::new(AtomicBool::new(false));
+    let producing = {
+        let (topic, late_route) = (topic.clone(), late_route.clone());
+        std::thread::spawn(move || {
+            let producer = producer();
+            let over = STEP * STEPS as u32;
+            let started = Instant::now();
+            let mut expected = Vec::with_capacity(EVENTS);
+            for n in 0..EVENTS {
+                let key = format!("key-{}", n % KEYS);
+                let late = late_route.load(Ordering::SeqCst) && n % 5 == 0;
+                let event_type = if late { "load.late" } else { "load.steady" };
+                let id = format!("{topic}-{n}");
+                let seq = n / KEYS;
+                producer.send_json(
+                    &topic,
+                    &key,
+                    &seed_event(&id, event_type, &key, json!({"seq": seq})),
+                );
+                expected.push(id);
+                if n % 100 == 99 {
+                    producer.flush();
+                    let due = over.mul_f64((n + 1) as f64 / EVENTS as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            producer.flush();
+            expected
+        })
+    };
+
     let mut swaps: Vec<(SystemTime, &str)> = Vec::new();
     let mut version = "v1";
-    for chunk in 0..CHUNKS {
-        let late_route = chunk > ROUTE_CHANGE_AT;
-        for n in 0..PER_CHUNK {
-            let k = (chunk * PER_CHUNK + n) % KEYS;
-            let key = format!("key-{k}");
-            let event_type = if late_route && n % 5 == 0 {
-                "load.late"
-            } else {
-                "load.steady"
-            };
-            let id = format!("{topic}-{chunk}-{n}");
-            let seq = next_seq[k];
-            next_seq[k] += 1;
-            producer.send_json(
-                &topic,
-                &key,
-                &seed_event(&id, event_type, &key, json!({"seq": seq})),
-            );
-            expected.push(id);
-        }
-        producer.flush();
-        if chunk == CORRUPT_AT {
+    for step in 0..STEPS {
+        std::thread::sleep(STEP);
+        if step == CORRUPT_AT {
             std::fs::write(&target, b"\0asm\x0d\0\x01\0 this is not a whole component")
                 .expect("corrupt");
-        } else if chunk == ROUTE_CHANGE_AT {
+        } else if step == ROUTE_CHANGE_AT {
             let config = tagger_config(&group, &topic, &out, "\"load.steady\", \"load.late\"");
             std::fs::write(eddy.dir.join("eddy.toml"), config).expect("write config");
             assert!(
@@ -108,14 +124,15 @@ fn plugins_and_routes_reload_under_live_traffic_with_nothing_lost() {
                 "the route change was not applied; log:\n{}",
                 eddy.log()
             );
+            late_route.store(true, Ordering::SeqCst);
         } else {
             version = if version == "v1" { "v2" } else { "v1" };
-            land(&tagger_file(version), &target, chunk % 2 == 0);
+            land(&tagger_file(version), &target, step % 2 == 0);
             swaps.push((SystemTime::now(), version));
         }
-        std::thread::sleep(Duration::from_millis(400));
     }
     assert!(swaps.len() >= 20, "only {} swaps", swaps.len());
+    let expected = producing.join().expect("producer");
 
     let records = read(
         &[&out],

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{
-    Eddy, PluginFile, committed, config_head, create_topics, follow_ups_of, producer, read,
-    seed_event, unique,
+    Eddy, PluginFile, committed, config_head, create_topics, dead_letters, follow_ups_of, producer,
+    read, seed_event, unique,
 };
 
 fn welcome_config(group: &str, topic: &str) -> String {
@@ -272,13 +272,7 @@ fn undecodable_records_are_dead_lettered_with_the_reason() {
     producer.send(&topic, Some("k3"), None, &[]);
     producer.flush();
 
-    let dead = read(
-        &[&format!("{topic}.dlq")],
-        3,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |_| true,
-    );
+    let dead = dead_letters(&topic, 3);
     assert_eq!(dead.len(), 3, "log:\n{}", eddy.log());
     let by_key: BTreeMap<&str, _> = dead
         .iter()

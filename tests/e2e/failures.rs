@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::checker::{Sent, Verdict, check};
 use crate::harness::{
     Eddy, PluginFile, TestBroker, bootstrap, committed, config_head, create_topics,
-    create_topics_with, producer_for, producer_with, read_from, seed_event, unique,
+    create_topics_with, dead_letters, producer_for, producer_with, read_from, seed_event, unique,
 };
 
 const EVENTS: usize = 20_000;
@@ -290,14 +290,7 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
     producer.flush();
 
     let expected = behaviours.len() + records.len();
-    let dead = read_from(
-        &bootstrap(),
-        &[&format!("{topic}.dlq")],
-        expected,
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        |_| true,
-    );
+    let dead = dead_letters(&topic, expected);
     assert_eq!(dead.len(), expected, "log:\n{}", eddy.log());
     let by_key: std::collections::BTreeMap<String, &crate::harness::Record> = dead
         .iter()
@@ -370,14 +363,7 @@ fn a_ten_megabyte_record_is_dead_lettered_as_too_large() {
     );
     producer.flush();
 
-    let dead = read_from(
-        &bootstrap(),
-        &[&format!("{topic}.dlq")],
-        1,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |_| true,
-    );
+    let dead = dead_letters(&topic, 1);
     assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
     assert!(
         dead[0]

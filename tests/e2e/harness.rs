@@ -249,6 +249,19 @@ pub fn read_from(
     kept
 }
 
+/// What reached `<topic>.dlq`: waits for `expected` records (two minutes at
+/// most), then a second more for any extra.
+pub fn dead_letters(topic: &str, expected: usize) -> Vec<Record> {
+    let dlq = format!("{topic}.dlq");
+    read(
+        &[&dlq],
+        expected,
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        |_| true,
+    )
+}
+
 /// Records on `topics` caused by one of `ids` (their `causation_id`).
 pub fn follow_ups_of(topics: &[&str], ids: &[String], expected: usize) -> Vec<Record> {
     read(

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Eddy, PluginFile, config_head, create_topics, env_path, follow_ups_of, http_get, producer,
-    read, seed_event, unique,
+    Eddy, PluginFile, config_head, create_topics, dead_letters, env_path, follow_ups_of, http_get,
+    producer, seed_event, unique,
 };
 
 /// `/metrics` as a map from `name{label="value",…}` (labels sorted) to value.
@@ -76,18 +76,7 @@ fn metrics_count_exactly_what_happened() {
         "log:\n{}",
         eddy.log()
     );
-    let dlq = format!("{topic}.dlq");
-    assert_eq!(
-        read(
-            &[&dlq],
-            3,
-            Duration::from_secs(60),
-            Duration::from_secs(1),
-            |_| true
-        )
-        .len(),
-        3
-    );
+    assert_eq!(dead_letters(&topic, 3).len(), 3);
 
     let addr = eddy.http_addr();
     let version = eddy

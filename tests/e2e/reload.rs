@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use crate::harness::{
-    Eddy, PluginFile, Record, config_head, create_topics, env_path, producer, read, seed_event,
-    unique,
+    Eddy, PluginFile, Record, config_head, create_topics, dead_letters, env_path, producer, read,
+    seed_event, unique,
 };
 
 fn tagger_config(group: &str, topic: &str, out: &str, event_types: &str) -> String {
@@ -281,13 +281,7 @@ fn a_removed_plugin_dead_letters_its_events_until_it_is_back() {
         eddy.log()
     );
     let gone = send("gone");
-    let dead = read(
-        &[&format!("{topic}.dlq")],
-        5,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |_| true,
-    );
+    let dead = dead_letters(&topic, 5);
     assert_eq!(dead.len(), 5, "log:\n{}", eddy.log());
     for record in &dead {
         assert!(

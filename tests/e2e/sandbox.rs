@@ -2,12 +2,12 @@
 //! memory hogs and publishes outside the allow-list.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::harness::{
-    Eddy, PluginFile, config_head, create_topics, follow_ups_of, producer, read, seed_event, unique,
+    Eddy, PluginFile, config_head, create_topics, dead_letters, follow_ups_of, producer,
+    seed_event, unique,
 };
 
 fn chaos_config(group: &str, topic: &str, out: &str, extra_route: &str) -> String {
@@ -39,13 +39,7 @@ fn a_publish_outside_the_allow_list_is_refused_and_nothing_is_published() {
     producer.send_json(&topic, "k", &seed_event(&good, "chaos.ok", "k", json!({})));
     producer.flush();
 
-    let dead = read(
-        &[&format!("{topic}.dlq")],
-        1,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |_| true,
-    );
+    let dead = dead_letters(&topic, 1);
     assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
     assert!(
         dead[0].header("eddy-error").contains("not in publish_to"),
@@ -128,13 +122,7 @@ fn traps_loops_and_memory_hogs_cost_only_their_own_event() {
     let handled = follow_ups_of(&[&out], &good, good.len());
     assert_eq!(handled.len(), good.len(), "log:\n{}", eddy.log());
 
-    let dead = read(
-        &[&format!("{topic}.dlq")],
-        3,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |_| true,
-    );
+    let dead = dead_letters(&topic, 3);
     assert_eq!(dead.len(), 3, "log:\n{}", eddy.log());
     for record in &dead {
         let id = record.json()["event_id"].as_str().unwrap_or("").to_string();

@@ -236,11 +236,7 @@ impl ConsumerContext for EddyContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(list) => {
-                let partitions: Vec<(String, i32)> = list
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
+                let partitions = partitions_of(list);
                 self.workers.revoke(&partitions);
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -249,16 +245,20 @@ impl ConsumerContext for EddyContext {
                 tracing::info!(?partitions, "partitions revoked; finished work committed");
             }
             Rebalance::Assign(list) => {
-                let partitions: Vec<(String, i32)> = list
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
+                let partitions = partitions_of(list);
                 tracing::info!(?partitions, "partitions assigned");
             }
             Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
         }
     }
+}
+
+/// The (topic, partition) pairs of a rebalance's list.
+fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
 }
 
 fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {

@@ -529,6 +529,16 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
     Ok([at(0.50), at(0.99), at(0.999)])
 }
 
+/// A fresh input topic for one latency measurement, named after the run.
+fn latency_topic(who: &str, out: &str) -> anyhow::Result<String> {
+    let input = format!(
+        "bench.latency.{who}.{}",
+        out.trim_start_matches("bench.out.")
+    );
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&input], PARTITIONS))?;
+    Ok(input)
+}
+
 fn latency_eddy(
     binary: &Path,
     dir: &Path,
@@ -537,11 +547,7 @@ fn latency_eddy(
     out: &str,
     over: Duration,
 ) -> anyhow::Result<[f64; 3]> {
-    let input = format!(
-        "bench.latency.eddy.{}",
-        out.trim_start_matches("bench.out.")
-    );
-    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&input], PARTITIONS))?;
+    let input = latency_topic("eddy", out)?;
     let config = eddy_config(
         dir,
         "latency-eddy",
@@ -570,11 +576,7 @@ fn latency_python(
     out: &str,
     over: Duration,
 ) -> anyhow::Result<[f64; 3]> {
-    let input = format!(
-        "bench.latency.python.{}",
-        out.trim_start_matches("bench.out.")
-    );
-    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&input], PARTITIONS))?;
+    let input = latency_topic("python", out)?;
     let total = (LATENCY_RATE as f64 * over.as_secs_f64()) as usize;
     let mut bus = Command::new(python)
         .arg(script)

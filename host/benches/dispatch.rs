@@ -34,34 +34,43 @@ fn dispatch(c: &mut Criterion) {
         .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
         .collect();
     files.sort();
+    // The default (a fresh instance per event) and the opt-in reuse of an
+    // instance for up to 1,000 events.
+    let reused = Arc::new(PluginSettings {
+        events_per_instance: 1_000,
+        ..(*settings).clone()
+    });
     let mut group = c.benchmark_group("decode-instantiate-call-collect");
     for path in files {
         let bytes = std::fs::read(&path).expect("plugin file");
         let Ok(plugin) = runtime.load_file(&path, &bytes) else {
             continue;
         };
-        let id = BenchmarkId::new(plugin.name.clone(), format!("{} KiB", bytes.len() / 1024));
-        group.bench_function(id, |b| {
-            b.iter(|| {
-                let event: Event = envelope::decode(Some(EVENT.as_bytes()), []).expect("an event");
-                let delivery = Delivery {
-                    topic: "user.events".into(),
-                    partition: 0,
-                    offset: 1,
-                    key: Some(b"user-00001".to_vec()),
-                    attempt: 1,
-                };
-                let outcome = runtime.invoke(
-                    &plugin,
-                    &settings,
-                    Trigger {
+        let plugin = Arc::new(plugin);
+        let size = format!("{} KiB", bytes.len() / 1024);
+        for (mode, settings) in [("fresh", &settings), ("reused", &reused)] {
+            let id = BenchmarkId::new(format!("{}/{mode}", plugin.name), &size);
+            let mut warm = None;
+            group.bench_function(id, |b| {
+                b.iter(|| {
+                    let event: Event =
+                        envelope::decode(Some(EVENT.as_bytes()), []).expect("an event");
+                    let delivery = Delivery {
+                        topic: "user.events".into(),
+                        partition: 0,
+                        offset: 1,
+                        key: Some(b"user-00001".to_vec()),
+                        attempt: 1,
+                    };
+                    let trigger = Trigger {
                         event: &event,
                         delivery: &delivery,
-                    },
-                );
-                assert!(matches!(outcome, Outcome::Handled(_)), "{outcome:?}");
-            })
-        });
+                    };
+                    let outcome = runtime.invoke(&plugin, settings, trigger, Some(&mut warm));
+                    assert!(matches!(outcome, Outcome::Handled(_)), "{outcome:?}");
+                })
+            });
+        }
     }
     group.finish();
 }

@@ -111,6 +111,13 @@ pub struct PluginSettings {
     /// Total bytes of the follow-ups of one event. Default 1 MiB.
     #[serde(default = "default_max_follow_up_bytes")]
     pub max_follow_up_bytes: usize,
+    /// Events one instance may serve before it is replaced by a fresh one.
+    /// Default 1: a fresh instance per event, nothing kept between events.
+    /// Above 1, the plugin's globals and memory carry over between the
+    /// events an instance serves (faster, less isolated); an instance that
+    /// fails in any way is dropped.
+    #[serde(default = "default_events_per_instance")]
+    pub events_per_instance: u32,
     /// Values the plugin reads with `config.get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
@@ -126,6 +133,7 @@ impl Default for PluginSettings {
             dead_letter_topic: None,
             max_follow_ups: default_max_follow_ups(),
             max_follow_up_bytes: default_max_follow_up_bytes(),
+            events_per_instance: default_events_per_instance(),
             config: BTreeMap::new(),
         }
     }
@@ -163,6 +171,10 @@ fn default_max_follow_ups() -> usize {
 }
 fn default_max_follow_up_bytes() -> usize {
     1 << 20
+}
+
+fn default_events_per_instance() -> u32 {
+    1
 }
 
 impl Config {
@@ -272,6 +284,11 @@ impl Config {
             }
             if settings.timeout_ms == 0 {
                 problems.push(format!("{at}: timeout_ms must be at least 1"));
+            }
+            if settings.events_per_instance == 0 {
+                problems.push(format!(
+                    "{at}: events_per_instance must be at least 1 (1: a fresh instance per event)"
+                ));
             }
             if settings.memory_mb == 0 || settings.memory_mb > MAX_MEMORY_MB {
                 problems.push(format!(

@@ -24,6 +24,7 @@ pub mod config;
 pub mod envelope;
 pub mod http;
 pub mod metrics;
+mod output;
 pub mod pipeline;
 pub mod plugins;
 pub mod reload;

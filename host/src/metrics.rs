@@ -17,8 +17,8 @@
 //! | `eddy_plugins_loaded` | — |
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
+pub use metrics::Histogram;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -47,19 +47,64 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-pub fn consumed(topic: &str) {
-    counter!("eddy_events_consumed_total", "topic" => topic.to_string()).increment(1);
+/// Counts of a run of records from one topic, added to the counters at once.
+#[derive(Default)]
+pub struct Tally {
+    consumed: u64,
+    skipped: u64,
+    /// (plugin, version) → events handled.
+    handled: Vec<(String, String, u64)>,
+    /// (plugin, topic written to) → follow-ups.
+    follow_ups: Vec<(String, String, u64)>,
 }
 
-pub fn skipped(topic: &str) {
-    counter!("eddy_events_skipped_total", "topic" => topic.to_string()).increment(1);
+impl Tally {
+    pub fn consumed(&mut self) {
+        self.consumed += 1;
+    }
+
+    pub fn skipped(&mut self) {
+        self.skipped += 1;
+    }
+
+    /// One event handled by `plugin`, which published to `topics`.
+    pub fn handled<'a>(
+        &mut self,
+        plugin: &str,
+        version: &str,
+        topics: impl IntoIterator<Item = &'a str>,
+    ) {
+        bump(&mut self.handled, plugin, version, 1);
+        for topic in topics {
+            bump(&mut self.follow_ups, plugin, topic, 1);
+        }
+    }
+
+    /// Adds the counts to the counters of records from `topic`.
+    pub fn flush(self, topic: &str) {
+        if self.consumed > 0 {
+            counter!("eddy_events_consumed_total", "topic" => topic.to_string())
+                .increment(self.consumed);
+        }
+        if self.skipped > 0 {
+            counter!("eddy_events_skipped_total", "topic" => topic.to_string())
+                .increment(self.skipped);
+        }
+        for (plugin, version, count) in self.handled {
+            counter!("eddy_events_handled_total", "plugin" => plugin, "version" => version, "topic" => topic.to_string())
+                .increment(count);
+        }
+        for (plugin, to, count) in self.follow_ups {
+            counter!("eddy_follow_ups_published_total", "plugin" => plugin, "topic" => to)
+                .increment(count);
+        }
+    }
 }
 
-pub fn handled(plugin: &str, version: &str, topic: &str, follow_ups: &[(String, usize)]) {
-    counter!("eddy_events_handled_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "topic" => topic.to_string()).increment(1);
-    for (to, count) in follow_ups {
-        counter!("eddy_follow_ups_published_total", "plugin" => plugin.to_string(), "topic" => to.clone())
-            .increment(*count as u64);
+fn bump(counts: &mut Vec<(String, String, u64)>, a: &str, b: &str, by: u64) {
+    match counts.iter_mut().find(|(x, y, _)| x == a && y == b) {
+        Some((_, _, n)) => *n += by,
+        None => counts.push((a.to_string(), b.to_string(), by)),
     }
 }
 
@@ -75,11 +120,17 @@ pub fn handler_failed(plugin: &str, version: &str, kind: &'static str) {
     counter!("eddy_handler_failures_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "kind" => kind).increment(1);
 }
 
-pub fn handler_duration(plugin: &str, version: &str, instantiation: Duration, call: Duration) {
-    histogram!("eddy_instantiation_duration_seconds", "plugin" => plugin.to_string(), "version" => version.to_string())
-        .record(instantiation.as_secs_f64());
-    histogram!("eddy_handler_duration_seconds", "plugin" => plugin.to_string(), "version" => version.to_string())
-        .record(call.as_secs_f64());
+/// The instantiation and handler-call duration histograms of a plugin
+/// version, made once when it loads.
+pub fn durations(plugin: &str, version: &str) -> (Histogram, Histogram) {
+    let labels = [
+        ("plugin", plugin.to_string()),
+        ("version", version.to_string()),
+    ];
+    (
+        histogram!("eddy_instantiation_duration_seconds", &labels),
+        histogram!("eddy_handler_duration_seconds", &labels),
+    )
 }
 
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {

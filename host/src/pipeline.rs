@@ -10,6 +10,7 @@
 //! A failed attempt leaves nothing in Kafka: follow-ups are buffered in the
 //! store and produced only when the handler returns `Ok`.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
+use futures::FutureExt;
 use futures::future::join_all;
 use rand::Rng;
 use rdkafka::client::ClientContext;
@@ -26,7 +28,8 @@ use rdkafka::consumer::{
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -36,8 +39,9 @@ use tracing::Instrument;
 use crate::bindings::{Delivery, Event};
 use crate::config::{Config, KafkaConfig};
 use crate::envelope;
+use crate::metrics::Tally;
 use crate::reload::{self, Reloader, Snapshot};
-use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger};
+use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger, Warm};
 use crate::workers::{WorkerState, Workers};
 use crate::{http, metrics};
 
@@ -131,8 +135,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 continue;
             }
         };
-        let sender = workers.sender(message.topic(), message.partition(), |records, state| {
-            tokio::spawn(partition_worker(pipeline.clone(), records, state))
+        let (topic, partition) = (message.topic(), message.partition());
+        let sender = workers.sender(topic, partition, |records, state| {
+            let at = (topic.to_string(), partition);
+            tokio::spawn(partition_worker(pipeline.clone(), at, records, state))
         });
         tokio::select! {
             _ = &mut shutdown => break,
@@ -328,53 +334,6 @@ struct Pipeline {
     stopping: AtomicBool,
 }
 
-/// Takes one partition's records in order. Once eddy is stopping it finishes
-/// the record in hand and leaves the rest: their offsets were never stored,
-/// so the next owner of the partition reads them again.
-async fn partition_worker(
-    pipeline: Arc<Pipeline>,
-    mut records: mpsc::Receiver<OwnedMessage>,
-    state: Arc<WorkerState>,
-) {
-    while let Some(record) = records.recv().await {
-        let Some(_busy) = state.begin().await else {
-            break;
-        };
-        if pipeline.stopping.load(Ordering::SeqCst) {
-            break;
-        }
-        let span = tracing::info_span!(
-            "record",
-            topic = record.topic(),
-            partition = record.partition(),
-            offset = record.offset()
-        );
-        if !pipeline.handle_record(&record).instrument(span).await {
-            // Abandoned because eddy is stopping: the offset stays, the
-            // record is read again.
-            break;
-        }
-        let mut finished = TopicPartitionList::new();
-        let stored = finished
-            .add_partition_offset(
-                record.topic(),
-                record.partition(),
-                Offset::Offset(record.offset() + 1),
-            )
-            .and_then(|()| pipeline.consumer.store_offsets(&finished));
-        if let Err(e) = stored {
-            // The partition was revoked meanwhile; its new owner re-handles
-            // this record (at-least-once).
-            tracing::warn!(
-                topic = record.topic(),
-                partition = record.partition(),
-                offset = record.offset(),
-                "cannot store offset: {e}"
-            );
-        }
-    }
-}
-
 impl Pipeline {
     /// Why eddy is not ready to do its work, if it is not. Blocks for up to
     /// two seconds on a metadata request.
@@ -410,55 +369,6 @@ impl Pipeline {
         }
     }
 
-    /// Handles one record; `false` if it was abandoned unfinished because eddy
-    /// is stopping (its offset must not move).
-    async fn handle_record(&self, record: &OwnedMessage) -> bool {
-        // One snapshot for the whole record: a reload meanwhile applies to
-        // the records after it.
-        let snapshot = self.state.load_full();
-        let headers = record_headers(record);
-        metrics::consumed(record.topic());
-        let max = snapshot.config.plugins.max_event_bytes;
-        let size = record.payload().map_or(0, <[u8]>::len);
-        let decoded = if size > max {
-            Err((
-                "too-large",
-                format!("value of {size} bytes is over max_event_bytes ({max})"),
-            ))
-        } else {
-            envelope::decode(record.payload(), headers).map_err(|e| ("undecodable", e.to_string()))
-        };
-        let event = match decoded {
-            Ok(event) => Arc::new(event),
-            Err((kind, reason)) => {
-                tracing::warn!("record dead-lettered, {kind}: {reason}");
-                metrics::dead_lettered("", record.topic(), kind);
-                let topic = format!("{}.dlq", record.topic());
-                return self
-                    .dead_letter(record, &topic, None, &format!("{kind}: {reason}"), 0)
-                    .await;
-            }
-        };
-        let plugins = snapshot
-            .router
-            .plugins_for(record.topic(), &event.event_type);
-        if plugins.is_empty() {
-            metrics::skipped(record.topic());
-            tracing::debug!(event_id = %event.event_id, event_type = %event.event_type, "no route; skipped");
-            return true;
-        }
-        for plugin in plugins {
-            let finished = self
-                .deliver(record, &event, plugin, &snapshot)
-                .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
-                .await;
-            if !finished {
-                return false;
-            }
-        }
-        true
-    }
-
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
@@ -484,12 +394,8 @@ impl Pipeline {
         event: &Arc<Event>,
         plugin: &str,
         snapshot: &Snapshot,
+        mut first: Option<Failure>,
     ) -> bool {
-        #[cfg(feature = "bench-native")]
-        if plugin == crate::bench_native::NAME {
-            crate::bench_native::handle(record.topic(), event).await;
-            return true;
-        }
         let settings = snapshot.settings(plugin);
         let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
         let Some(loaded) = snapshot.plugins.get(plugin).cloned() else {
@@ -512,43 +418,45 @@ impl Pipeline {
                 key: record.key().map(<[u8]>::to_vec),
                 attempt,
             };
-            let (runtime, task_plugin, task_settings, event) = (
-                self.runtime.clone(),
-                loaded.clone(),
-                settings.clone(),
-                event.clone(),
-            );
-            // The span follows the handler onto the blocking thread, so the
-            // guest's log lines carry the record's topic, partition and offset.
-            let span = tracing::Span::current();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let trigger = Trigger {
-                    event: &event,
-                    delivery: &delivery,
-                };
-                span.in_scope(|| runtime.invoke(&task_plugin, &task_settings, trigger))
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Outcome::Failed(Failure {
-                    kind: FailureKind::Trap,
-                    message: format!("the host task running the handler failed: {e}"),
-                })
-            });
+            let outcome = match first.take() {
+                // The first attempt already ran, in the record's batch.
+                Some(failure) => Outcome::Failed(failure),
+                None => {
+                    let (runtime, task_plugin, task_settings, event) = (
+                        self.runtime.clone(),
+                        loaded.clone(),
+                        settings.clone(),
+                        event.clone(),
+                    );
+                    tokio::task::spawn_blocking(move || {
+                        let trigger = Trigger {
+                            event: &event,
+                            delivery: &delivery,
+                        };
+                        runtime.invoke(&task_plugin, &task_settings, trigger, None)
+                    })
+                    .await
+                    .unwrap_or_else(|e| {
+                        Outcome::Failed(Failure {
+                            kind: FailureKind::Trap,
+                            message: format!("the host task running the handler failed: {e}"),
+                        })
+                    })
+                }
+            };
             match outcome {
                 Outcome::Handled(follow_ups) => {
                     let count = follow_ups.len();
-                    let mut per_topic: Vec<(String, usize)> = Vec::new();
-                    for follow_up in &follow_ups {
-                        match per_topic.iter_mut().find(|(t, _)| *t == follow_up.topic) {
-                            Some((_, n)) => *n += 1,
-                            None => per_topic.push((follow_up.topic.clone(), 1)),
-                        }
-                    }
+                    let mut tally = Tally::default();
+                    tally.handled(
+                        plugin,
+                        &loaded.hash,
+                        follow_ups.iter().map(|f| f.topic.as_str()),
+                    );
                     if !self.produce_follow_ups(follow_ups, &loaded).await {
                         return false;
                     }
-                    metrics::handled(plugin, &loaded.hash, record.topic(), &per_topic);
+                    tally.flush(record.topic());
                     tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
                     return true;
                 }
@@ -600,19 +508,7 @@ impl Pipeline {
     /// taken: the event is finished only when all of them are. `false` if
     /// eddy began stopping first (the event is handled again later).
     async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>, plugin: &Plugin) -> bool {
-        let headers = OwnedHeaders::new_with_capacity(3)
-            .insert(Header {
-                key: "content-type",
-                value: Some("application/json"),
-            })
-            .insert(Header {
-                key: "eddy-plugin",
-                value: Some(&plugin.name),
-            })
-            .insert(Header {
-                key: "eddy-plugin-version",
-                value: Some(&plugin.hash),
-            });
+        let headers = follow_up_headers(plugin);
         let mut round: u32 = 0;
         while !follow_ups.is_empty() {
             let sends = follow_ups.iter().map(|f| {
@@ -733,6 +629,515 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// Records run per hop to a blocking thread.
+const BATCH: usize = 256;
+/// Handled records per partition whose follow-ups may await Kafka's
+/// acknowledgement at once.
+const MAX_UNACKED: usize = 4096;
+
+/// One record after its first pass through the handlers, on a blocking
+/// thread.
+struct Ran {
+    record: OwnedMessage,
+    /// The decoded event, or the dead-letter reason (kind, detail).
+    event: Result<Arc<Event>, (&'static str, String)>,
+    /// The routed plugins, in order.
+    plugins: Vec<String>,
+    /// What the plugins handled so far published.
+    handled: Vec<(Arc<Plugin>, Vec<FollowUp>)>,
+    /// Where the pass stopped: the plugin (index into `plugins`) that failed,
+    /// with its failure, or that is not loaded (no failure).
+    stopped: Option<(usize, Option<Failure>)>,
+}
+
+impl Ran {
+    /// Every routed plugin handled the event on its first attempt.
+    fn finished(&self) -> bool {
+        self.event.is_ok() && self.stopped.is_none()
+    }
+}
+
+/// A handled record whose follow-ups are on their way to Kafka.
+struct Unacked {
+    offset: i64,
+    sent: Vec<Sent>,
+}
+
+struct Sent {
+    follow_up: FollowUp,
+    plugin: Arc<Plugin>,
+    ack: Ack,
+}
+
+enum Ack {
+    Waiting(DeliveryFuture),
+    Done,
+    /// Refused by Kafka, or not taken by the producer: produced again.
+    Refused,
+}
+
+/// A worker's topic and partition.
+type Partition = (String, i32);
+
+/// The warm instances of one partition worker, by plugin name.
+type Instances = HashMap<String, Option<Warm>>;
+
+/// Takes one partition's records in order, in batches: each batch runs on a
+/// blocking thread, where the handlers run, and comes back with what they
+/// published. Follow-ups are produced at once, and a record's offset is
+/// stored once it and every record before it are finished, so up to
+/// [`MAX_UNACKED`] records' acknowledgements are awaited together. A record
+/// that failed or must be dead-lettered goes the slow way: what was
+/// produced before it is settled first, then it is retried or dead-lettered
+/// in order.
+///
+/// Once eddy is stopping, or the partition is revoked, the worker settles
+/// what its handlers finished and leaves the rest: their offsets were never
+/// stored, so the partition's next owner reads them again.
+async fn partition_worker(
+    pipeline: Arc<Pipeline>,
+    at: Partition,
+    mut records: mpsc::Receiver<OwnedMessage>,
+    state: Arc<WorkerState>,
+) {
+    let mut queue: VecDeque<OwnedMessage> = VecDeque::new();
+    let mut unacked: VecDeque<Unacked> = VecDeque::new();
+    let mut instances = Instances::new();
+    // Held while there is work in hand: a revoke waits for it.
+    let mut busy = None;
+    loop {
+        pipeline.store_acknowledged(&at, &mut unacked);
+        if busy.is_some() && (state.revoked() || pipeline.stopping()) {
+            // Abandoned only if Kafka refuses follow-ups while stopping.
+            let _ = pipeline.settle_all(&at, &mut unacked).await;
+            break;
+        }
+        if queue.is_empty() {
+            if unacked.is_empty() {
+                busy = None;
+                let mut incoming = Vec::with_capacity(BATCH);
+                if records.recv_many(&mut incoming, BATCH).await == 0 {
+                    break;
+                }
+                queue.extend(incoming);
+            } else {
+                while queue.len() < BATCH {
+                    let Ok(record) = records.try_recv() else {
+                        break;
+                    };
+                    queue.push_back(record);
+                }
+                if queue.is_empty() {
+                    pipeline.settle_oldest(&at, &mut unacked).await;
+                    continue;
+                }
+            }
+        }
+        if busy.is_none() {
+            let Some(guard) = state.begin().await else {
+                break;
+            };
+            busy = Some(guard);
+            continue;
+        }
+        if unacked.len() >= MAX_UNACKED {
+            pipeline.settle_oldest(&at, &mut unacked).await;
+            continue;
+        }
+
+        // One snapshot per batch: a reload applies from the next batch on.
+        let snapshot = pipeline.state.load_full();
+        let batch: Vec<OwnedMessage> = queue.drain(..queue.len().min(BATCH)).collect();
+        let task = {
+            let (pipeline, snapshot) = (pipeline.clone(), snapshot.clone());
+            tokio::task::spawn_blocking(move || {
+                let (ran, rest) = pipeline.run_batch(&snapshot, batch, &mut instances);
+                (ran, rest, instances)
+            })
+        };
+        let (ran, rest, returned) = match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                // Nothing of the batch was stored: it is read again after
+                // the restart this leads to.
+                tracing::error!("the thread running a batch of handlers failed: {e}");
+                return;
+            }
+        };
+        instances = returned;
+        for record in rest.into_iter().rev() {
+            queue.push_front(record);
+        }
+        for ran in ran {
+            if ran.finished() {
+                unacked.push_back(pipeline.send_follow_ups(ran));
+                continue;
+            }
+            let offset = ran.record.offset();
+            if !pipeline.settle_all(&at, &mut unacked).await
+                || !pipeline.finish(ran, &snapshot).await
+            {
+                // Abandoned because eddy is stopping: the offset stays, the
+                // record is read again.
+                return;
+            }
+            pipeline.store_offset(&at.0, at.1, offset);
+        }
+    }
+}
+
+impl Pipeline {
+    /// Runs the batch's records through their handlers, in order, one
+    /// attempt each, until one needs more than that (a failure, a dead
+    /// letter) or eddy is stopping. Returns what ran, and the records after
+    /// it, untouched.
+    fn run_batch(
+        &self,
+        snapshot: &Snapshot,
+        batch: Vec<OwnedMessage>,
+        instances: &mut Instances,
+    ) -> (Vec<Ran>, Vec<OwnedMessage>) {
+        let mut tally = Tally::default();
+        let mut ran = Vec::with_capacity(batch.len());
+        let mut records = batch.into_iter();
+        let topic = records
+            .as_slice()
+            .first()
+            .map(|r| r.topic().to_string())
+            .unwrap_or_default();
+        for record in records.by_ref() {
+            tally.consumed();
+            let one = self.run_record(snapshot, record, instances, &mut tally);
+            let stop = !one.finished();
+            ran.push(one);
+            if stop || self.stopping() {
+                break;
+            }
+        }
+        tally.flush(&topic);
+        (ran, records.collect())
+    }
+
+    fn run_record(
+        &self,
+        snapshot: &Snapshot,
+        record: OwnedMessage,
+        instances: &mut Instances,
+        tally: &mut Tally,
+    ) -> Ran {
+        let max = snapshot.config.plugins.max_event_bytes;
+        let size = record.payload().map_or(0, <[u8]>::len);
+        let decoded = if size > max {
+            Err((
+                "too-large",
+                format!("value of {size} bytes is over max_event_bytes ({max})"),
+            ))
+        } else {
+            envelope::decode(record.payload(), record_headers(&record))
+                .map_err(|e| ("undecodable", e.to_string()))
+        };
+        let mut ran = Ran {
+            record,
+            event: Err(("", String::new())),
+            plugins: Vec::new(),
+            handled: Vec::new(),
+            stopped: None,
+        };
+        let event = match decoded {
+            Ok(event) => Arc::new(event),
+            Err(reason) => {
+                ran.event = Err(reason);
+                return ran;
+            }
+        };
+        let record = &ran.record;
+        ran.plugins = snapshot
+            .router
+            .plugins_for(record.topic(), &event.event_type)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if ran.plugins.is_empty() {
+            tally.skipped();
+            tracing::debug!(
+                topic = record.topic(),
+                partition = record.partition(),
+                offset = record.offset(),
+                event_id = %event.event_id,
+                event_type = %event.event_type,
+                "no route; skipped"
+            );
+        }
+        let delivery = Delivery {
+            topic: record.topic().to_string(),
+            partition: record.partition(),
+            offset: record.offset(),
+            key: record.key().map(<[u8]>::to_vec),
+            attempt: 1,
+        };
+        for (i, name) in ran.plugins.iter().enumerate() {
+            #[cfg(feature = "bench-native")]
+            if name == crate::bench_native::NAME {
+                crate::bench_native::handle(&event);
+                tally.handled(name, "native", []);
+                continue;
+            }
+            let Some(plugin) = snapshot.plugins.get(name) else {
+                ran.stopped = Some((i, None));
+                break;
+            };
+            if !instances.contains_key(name) {
+                instances.insert(name.clone(), None);
+            }
+            let outcome = self.runtime.invoke(
+                plugin,
+                &snapshot.settings(name),
+                Trigger {
+                    event: &event,
+                    delivery: &delivery,
+                },
+                instances.get_mut(name),
+            );
+            match outcome {
+                Outcome::Handled(follow_ups) => {
+                    tally.handled(
+                        name,
+                        &plugin.hash,
+                        follow_ups.iter().map(|f| f.topic.as_str()),
+                    );
+                    tracing::debug!(
+                        topic = record.topic(),
+                        partition = record.partition(),
+                        offset = record.offset(),
+                        plugin = %name,
+                        version = %plugin.hash,
+                        follow_ups = follow_ups.len(),
+                        "handled"
+                    );
+                    ran.handled.push((plugin.clone(), follow_ups));
+                }
+                Outcome::Failed(failure) => {
+                    ran.stopped = Some((i, Some(failure)));
+                    break;
+                }
+            }
+        }
+        ran.event = Ok(event);
+        ran
+    }
+
+    /// Produces a finished record's follow-ups without waiting for Kafka.
+    fn send_follow_ups(&self, ran: Ran) -> Unacked {
+        let mut sent = Vec::new();
+        for (plugin, follow_ups) in ran.handled {
+            for follow_up in follow_ups {
+                let ack = self.send(&follow_up, &plugin);
+                sent.push(Sent {
+                    follow_up,
+                    plugin: plugin.clone(),
+                    ack,
+                });
+            }
+        }
+        Unacked {
+            offset: ran.record.offset(),
+            sent,
+        }
+    }
+
+    fn send(&self, follow_up: &FollowUp, plugin: &Plugin) -> Ack {
+        let mut record = FutureRecord::to(&follow_up.topic)
+            .payload(&follow_up.payload)
+            .headers(follow_up_headers(plugin));
+        if let Some(key) = &follow_up.key {
+            record = record.key(key);
+        }
+        match self.producer.send_result(record) {
+            Ok(ack) => Ack::Waiting(ack),
+            Err((e, _)) => {
+                tracing::warn!(
+                    topic = %follow_up.topic,
+                    event_id = %follow_up.event_id,
+                    "follow-up not taken by the producer, retrying: {e}"
+                );
+                Ack::Refused
+            }
+        }
+    }
+
+    /// Stores the offset after the oldest records whose follow-ups are all
+    /// acknowledged, without waiting.
+    fn store_acknowledged(&self, at: &Partition, unacked: &mut VecDeque<Unacked>) {
+        let mut finished = None;
+        while let Some(oldest) = unacked.front_mut() {
+            let mut all = true;
+            for sent in &mut oldest.sent {
+                if let Ack::Waiting(ack) = &mut sent.ack {
+                    match ack.now_or_never() {
+                        Some(result) => sent.ack = acknowledged(&sent.follow_up, result),
+                        None => all = false,
+                    }
+                }
+                all &= matches!(sent.ack, Ack::Done);
+            }
+            if !all {
+                break;
+            }
+            finished = unacked.pop_front().map(|u| u.offset);
+        }
+        if let Some(offset) = finished {
+            self.store_offset(&at.0, at.1, offset);
+        }
+    }
+
+    /// Waits until the oldest record's follow-ups are all acknowledged,
+    /// producing again any Kafka refused, and stores its offset. `false` if
+    /// eddy began stopping first.
+    async fn settle_oldest(&self, at: &Partition, unacked: &mut VecDeque<Unacked>) -> bool {
+        let Some(oldest) = unacked.front_mut() else {
+            return true;
+        };
+        for sent in &mut oldest.sent {
+            let mut round: u32 = 0;
+            loop {
+                match std::mem::replace(&mut sent.ack, Ack::Refused) {
+                    Ack::Done => {
+                        sent.ack = Ack::Done;
+                        break;
+                    }
+                    Ack::Waiting(ack) => sent.ack = acknowledged(&sent.follow_up, ack.await),
+                    Ack::Refused => {
+                        round += 1;
+                        if self.pause(backoff(round)).await {
+                            return false;
+                        }
+                        sent.ack = self.send(&sent.follow_up, &sent.plugin);
+                    }
+                }
+            }
+        }
+        if let Some(done) = unacked.pop_front() {
+            self.store_offset(&at.0, at.1, done.offset);
+        }
+        true
+    }
+
+    /// Settles every record in `unacked`, oldest first. `false` if eddy
+    /// began stopping first.
+    async fn settle_all(&self, at: &Partition, unacked: &mut VecDeque<Unacked>) -> bool {
+        while !unacked.is_empty() {
+            if !self.settle_oldest(at, unacked).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Marks the record at `offset` finished: its offset (the next to read)
+    /// will be committed.
+    fn store_offset(&self, topic: &str, partition: i32, offset: i64) {
+        let mut finished = TopicPartitionList::new();
+        let stored = finished
+            .add_partition_offset(topic, partition, Offset::Offset(offset + 1))
+            .and_then(|()| self.consumer.store_offsets(&finished));
+        if let Err(e) = stored {
+            // The partition was revoked meanwhile; its new owner handles
+            // the record again (at-least-once).
+            tracing::warn!(topic, partition, offset, "cannot store offset: {e}");
+        }
+    }
+
+    /// Takes a record whose first pass stopped short to the end: the
+    /// dead letter of an undecodable record, the follow-ups of the plugins
+    /// that handled it, then retries or dead letters for the plugin that
+    /// failed and the plugins after it. `false` if eddy began stopping
+    /// first (the record is handled again later).
+    async fn finish(&self, ran: Ran, snapshot: &Snapshot) -> bool {
+        let record = &ran.record;
+        let span = tracing::info_span!(
+            "record",
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset()
+        );
+        async {
+            let event = match ran.event {
+                Ok(event) => event,
+                Err((kind, reason)) => {
+                    tracing::warn!("record dead-lettered, {kind}: {reason}");
+                    metrics::dead_lettered("", record.topic(), kind);
+                    let topic = format!("{}.dlq", record.topic());
+                    return self
+                        .dead_letter(record, &topic, None, &format!("{kind}: {reason}"), 0)
+                        .await;
+                }
+            };
+            for (plugin, follow_ups) in ran.handled {
+                if !self.produce_follow_ups(follow_ups, &plugin).await {
+                    return false;
+                }
+            }
+            let (from, mut failure) = ran.stopped.unwrap_or((ran.plugins.len(), None));
+            for (i, plugin) in ran.plugins.iter().enumerate().skip(from) {
+                let first = if i == from { failure.take() } else { None };
+                let finished = self
+                    .deliver(record, &event, plugin, snapshot, first)
+                    .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
+                    .await;
+                if !finished {
+                    return false;
+                }
+            }
+            true
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// What an acknowledgement came to.
+fn acknowledged(
+    follow_up: &FollowUp,
+    result: Result<OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+) -> Ack {
+    match result {
+        Ok(Ok(_)) => Ack::Done,
+        Ok(Err((e, _))) => {
+            tracing::error!(
+                topic = %follow_up.topic,
+                event_id = %follow_up.event_id,
+                "follow-up not acknowledged, retrying: {e}"
+            );
+            Ack::Refused
+        }
+        Err(_) => {
+            tracing::error!(
+                topic = %follow_up.topic,
+                event_id = %follow_up.event_id,
+                "the producer dropped a follow-up, retrying"
+            );
+            Ack::Refused
+        }
+    }
+}
+
+/// The headers every follow-up of `plugin` carries.
+fn follow_up_headers(plugin: &Plugin) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(3)
+        .insert(Header {
+            key: "content-type",
+            value: Some("application/json"),
+        })
+        .insert(Header {
+            key: "eddy-plugin",
+            value: Some(&plugin.name),
+        })
+        .insert(Header {
+            key: "eddy-plugin-version",
+            value: Some(&plugin.hash),
+        })
 }
 
 fn record_headers(record: &OwnedMessage) -> Vec<(&str, Option<&[u8]>)> {

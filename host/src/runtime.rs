@@ -16,14 +16,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::error::Context;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreLimits, StoreLimitsBuilder, Trap,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Delivery, Event, HandlerError, HandlerPre, Level, PublishError};
 use crate::config::{MAX_MEMORY_MB, PluginSettings};
+use crate::output::GuestOutput;
 use crate::{envelope, metrics};
 
 /// How often the epoch advances; deadlines are rounded up to it.
@@ -42,6 +42,8 @@ pub struct Plugin {
     /// First 12 hex digits of the file's SHA-256: the version's identity.
     pub hash: String,
     pre: HandlerPre<HostState>,
+    instantiation_seconds: metrics::Histogram,
+    handler_seconds: metrics::Histogram,
 }
 
 /// A follow-up ready to produce.
@@ -180,10 +182,13 @@ impl Runtime {
             "it does not export the eddy:plugin@0.1.0 handler world \
              (`handle: func(event, delivery) -> result<_, handler-error>`)",
         )?;
+        let (instantiation_seconds, handler_seconds) = metrics::durations(name, &hash);
         Ok(Plugin {
             name: name.to_string(),
             hash,
             pre,
+            instantiation_seconds,
+            handler_seconds,
         })
     }
 
@@ -195,16 +200,81 @@ impl Runtime {
             .with_context(|| format!("plugin {name} ({}) refused", path.display()))
     }
 
-    /// Runs one attempt of `plugin` on the trigger in a fresh store. Blocks
-    /// for at most about `settings.timeout_ms`.
+    /// Runs one attempt of `plugin` on the trigger. Blocks for at most about
+    /// `settings.timeout_ms`.
+    ///
+    /// The instance is fresh, unless the plugin's `events_per_instance` is
+    /// over 1: then `warm` keeps it for the plugin's next events, until it has
+    /// served that many, fails in any way, or the plugin or its settings
+    /// change. Pass `None` for a fresh instance whatever the settings.
     pub fn invoke(
         &self,
-        plugin: &Plugin,
+        plugin: &Arc<Plugin>,
         settings: &Arc<PluginSettings>,
         trigger: Trigger<'_>,
+        warm: Option<&mut Option<Warm>>,
     ) -> Outcome {
-        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
-        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_CAPACITY);
+        let mut slot = warm.filter(|_| settings.events_per_instance > 1);
+        let kept = slot
+            .as_mut()
+            .and_then(|slot| slot.take())
+            .filter(|w| Arc::ptr_eq(&w.plugin, plugin) && Arc::ptr_eq(&w.settings, settings));
+
+        let started = Instant::now();
+        let (mut warm, instantiated) = match kept {
+            Some(warm) => (warm, started),
+            None => match self.instantiate(plugin, settings) {
+                Ok(warm) => (warm, Instant::now()),
+                Err(failure) => return Outcome::Failed(failure),
+            },
+        };
+        warm.store.data_mut().begin(&trigger);
+        warm.store.set_epoch_deadline(deadline_ticks(settings));
+        let result = warm
+            .handler
+            .call_handle(&mut warm.store, trigger.event, trigger.delivery)
+            .map_err(classify_trap);
+        plugin
+            .instantiation_seconds
+            .record((instantiated - started).as_secs_f64());
+        plugin
+            .handler_seconds
+            .record(instantiated.elapsed().as_secs_f64());
+        let state = warm.store.data_mut();
+        state.forward_output();
+        let follow_ups = std::mem::take(&mut state.follow_ups);
+        warm.served += 1;
+
+        let outcome = match result {
+            Ok(Ok(())) => Outcome::Handled(follow_ups),
+            Ok(Err(HandlerError::Retry(message))) => Outcome::Failed(Failure {
+                kind: FailureKind::Retry,
+                message,
+            }),
+            Ok(Err(HandlerError::Reject(message))) => Outcome::Failed(Failure {
+                kind: FailureKind::Reject,
+                message,
+            }),
+            Err(failure) => Outcome::Failed(failure),
+        };
+        // Kept only after a clean return: a trap may leave the guest broken.
+        if let Some(slot) = slot
+            && matches!(outcome, Outcome::Handled(_))
+            && warm.served < settings.events_per_instance
+        {
+            *slot = Some(warm);
+        }
+        outcome
+    }
+
+    /// A new instance of `plugin` in its own store, limited by `settings`.
+    fn instantiate(
+        &self,
+        plugin: &Arc<Plugin>,
+        settings: &Arc<PluginSettings>,
+    ) -> Result<Warm, Failure> {
+        let stdout = GuestOutput::new(GUEST_OUTPUT_CAPACITY);
+        let stderr = GuestOutput::new(GUEST_OUTPUT_CAPACITY);
         // No preopens, no environment, no arguments, no sockets: the default
         // builder grants none of them.
         let wasi = WasiCtxBuilder::new()
@@ -227,63 +297,50 @@ impl Runtime {
             limits,
             plugin: plugin.name.clone(),
             settings: settings.clone(),
-            trigger_id: trigger.event.event_id.clone(),
-            trigger_correlation: trigger
-                .event
-                .correlation_id
-                .clone()
-                .unwrap_or_else(|| trigger.event.event_id.clone()),
+            stdout,
+            stderr,
+            record: RecordId::default(),
+            trigger_correlation: String::new(),
             follow_ups: Vec::new(),
             follow_up_bytes: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        let ticks = settings.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1;
-        store.set_epoch_deadline(ticks);
-
-        let started = Instant::now();
-        let mut instantiated = started;
-        let result = plugin
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| Failure {
-                kind: FailureKind::Instantiate,
-                message: format!("{e:#}"),
-            })
-            .and_then(|handler| {
-                instantiated = Instant::now();
-                handler
-                    .call_handle(&mut store, trigger.event, trigger.delivery)
-                    .map_err(classify_trap)
-            });
-        metrics::handler_duration(
-            &plugin.name,
-            &plugin.hash,
-            instantiated - started,
-            instantiated.elapsed(),
-        );
-        forward_guest_output(&plugin.name, "stdout", &stdout);
-        forward_guest_output(&plugin.name, "stderr", &stderr);
-
-        match result {
-            Ok(Ok(())) => Outcome::Handled(std::mem::take(&mut store.data_mut().follow_ups)),
-            Ok(Err(HandlerError::Retry(message))) => Outcome::Failed(Failure {
-                kind: FailureKind::Retry,
-                message,
-            }),
-            Ok(Err(HandlerError::Reject(message))) => Outcome::Failed(Failure {
-                kind: FailureKind::Reject,
-                message,
-            }),
-            Err(failure) => Outcome::Failed(failure),
-        }
+        // Instantiation runs the guest's start code: it has the same budget.
+        store.set_epoch_deadline(deadline_ticks(settings));
+        let handler = plugin.pre.instantiate(&mut store).map_err(|e| Failure {
+            kind: FailureKind::Instantiate,
+            message: format!("{e:#}"),
+        })?;
+        Ok(Warm {
+            plugin: plugin.clone(),
+            settings: settings.clone(),
+            store,
+            handler,
+            served: 0,
+        })
     }
+}
+
+/// An instance with its store, kept between events when a plugin allows it
+/// (`events_per_instance`).
+pub struct Warm {
+    plugin: Arc<Plugin>,
+    settings: Arc<PluginSettings>,
+    store: Store<HostState>,
+    handler: bindings::Handler,
+    served: u32,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Epoch ticks in a plugin's `timeout_ms`, rounded up, plus the tick under way.
+fn deadline_ticks(settings: &PluginSettings) -> u64 {
+    settings.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
 }
 
 /// A plugin file's version identity: the first 12 hex digits of its SHA-256.
@@ -318,20 +375,6 @@ fn classify_trap(error: wasmtime::Error) -> Failure {
     Failure { kind, message }
 }
 
-fn forward_guest_output(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
-    let bytes = pipe.contents();
-    if bytes.is_empty() {
-        return;
-    }
-    for line in String::from_utf8_lossy(&bytes).lines() {
-        if stream == "stderr" {
-            tracing::warn!(target: "eddy::guest", plugin, stream, "{line}");
-        } else {
-            tracing::info!(target: "eddy::guest", plugin, stream, "{line}");
-        }
-    }
-}
-
 /// Everything one store holds: WASI, limits, and what the event published.
 pub struct HostState {
     wasi: WasiCtx,
@@ -339,10 +382,77 @@ pub struct HostState {
     limits: StoreLimits,
     plugin: String,
     settings: Arc<PluginSettings>,
-    trigger_id: String,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+    /// The event in hand.
+    record: RecordId,
     trigger_correlation: String,
     follow_ups: Vec<FollowUp>,
     follow_up_bytes: usize,
+}
+
+/// Where the event in hand came from, for the guest's log lines.
+#[derive(Default)]
+struct RecordId {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    event_id: String,
+}
+
+impl HostState {
+    /// Readies the store for the next event.
+    fn begin(&mut self, trigger: &Trigger<'_>) {
+        let event = trigger.event;
+        self.record = RecordId {
+            topic: trigger.delivery.topic.clone(),
+            partition: trigger.delivery.partition,
+            offset: trigger.delivery.offset,
+            event_id: event.event_id.clone(),
+        };
+        self.trigger_correlation = event
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| event.event_id.clone());
+        self.follow_ups.clear();
+        self.follow_up_bytes = 0;
+    }
+
+    /// Runs `f` inside the spans the pipeline's own lines carry, so a guest's
+    /// line says which record it was about. Made only when there is a line:
+    /// most events log nothing.
+    fn in_record_spans(&self, f: impl FnOnce()) {
+        let r = &self.record;
+        let record = tracing::info_span!(
+            "record",
+            topic = %r.topic,
+            partition = r.partition,
+            offset = r.offset
+        );
+        record.in_scope(|| {
+            tracing::info_span!("plugin", plugin = %self.plugin, event_id = %r.event_id).in_scope(f)
+        });
+    }
+
+    /// Forwards what the guest wrote to stdout and stderr to the log.
+    fn forward_output(&self) {
+        for (stream, pipe) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let bytes = pipe.take();
+            if bytes.is_empty() {
+                continue;
+            }
+            let plugin = self.plugin.as_str();
+            self.in_record_spans(|| {
+                for line in String::from_utf8_lossy(&bytes).lines() {
+                    if stream == "stderr" {
+                        tracing::warn!(target: "eddy::guest", plugin, stream, "{line}");
+                    } else {
+                        tracing::info!(target: "eddy::guest", plugin, stream, "{line}");
+                    }
+                }
+            });
+        }
+    }
 }
 
 impl WasiView for HostState {
@@ -389,7 +499,7 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
             event.service_name = self.plugin.clone();
         }
         if event.causation_id.is_none() {
-            event.causation_id = Some(self.trigger_id.clone());
+            event.causation_id = Some(self.record.event_id.clone());
         }
         if event.correlation_id.is_none() {
             event.correlation_id = Some(self.trigger_correlation.clone());
@@ -415,14 +525,14 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
 impl bindings::eddy::plugin::log::Host for HostState {
     fn log(&mut self, level: Level, message: String) {
         let plugin = self.plugin.as_str();
-        let event_id = self.trigger_id.as_str();
-        match level {
+        let event_id = self.record.event_id.as_str();
+        self.in_record_spans(|| match level {
             Level::Trace => tracing::trace!(target: "eddy::guest", plugin, event_id, "{message}"),
             Level::Debug => tracing::debug!(target: "eddy::guest", plugin, event_id, "{message}"),
             Level::Info => tracing::info!(target: "eddy::guest", plugin, event_id, "{message}"),
             Level::Warn => tracing::warn!(target: "eddy::guest", plugin, event_id, "{message}"),
             Level::Error => tracing::error!(target: "eddy::guest", plugin, event_id, "{message}"),
-        }
+        });
     }
 }
 

@@ -27,6 +27,11 @@ pub struct WorkerState {
 }
 
 impl WorkerState {
+    /// The partition was revoked: finish what is in hand, take nothing new.
+    pub fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::SeqCst)
+    }
+
     /// Waits for the record in hand, then says whether to handle the next one.
     pub async fn begin(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         let guard = self.busy.lock().await;

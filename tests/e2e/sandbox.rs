@@ -147,3 +147,48 @@ fn traps_loops_and_memory_hogs_cost_only_their_own_event() {
     );
     eddy.stop();
 }
+
+/// `events_per_instance` keeps an instance for that many events, and drops
+/// it after a trap; by default every event gets a fresh one.
+#[test]
+fn instances_are_fresh_per_event_unless_reuse_is_asked_and_a_trap_ends_reuse() {
+    for (reuse, expected) in [
+        ("", [1, 1, 1, 1, 1, 1, 1, 1]),
+        ("events_per_instance = 3\n", [1, 2, 3, 1, 1, 2, 3, 1]),
+    ] {
+        let (topic, out) = (unique("chaos.in"), unique("chaos.out"));
+        create_topics(&[&topic, &out], 1);
+        let config = chaos_config(&unique("g"), &topic, &out, "") + reuse;
+        let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+
+        let producer = producer();
+        let mut counted = Vec::new();
+        for n in 0..9 {
+            // The fifth event traps, on the instance that served the fourth.
+            let (id, kind) = if n == 4 {
+                (unique("trap"), "chaos.trap")
+            } else {
+                (unique("count"), "chaos.count")
+            };
+            producer.send_json(&topic, "k", &seed_event(&id, kind, "k", json!({})));
+            if n != 4 {
+                counted.push(id);
+            }
+        }
+        producer.flush();
+
+        let answers = follow_ups_of(&[&out], &counted, counted.len());
+        let served: Vec<u64> = answers
+            .iter()
+            .map(|r| r.json()["data"]["served"].as_u64().expect("served"))
+            .collect();
+        assert_eq!(served, expected, "{reuse:?}; log:\n{}", eddy.log());
+        let dead = dead_letters(&topic, 1);
+        assert!(
+            dead[0].header("eddy-error").starts_with("trap"),
+            "{:?}",
+            dead[0].headers
+        );
+        eddy.stop();
+    }
+}

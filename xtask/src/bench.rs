@@ -66,7 +66,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
 
     let mut results = Vec::new();
     println!("xtask: bench: raw consumer");
-    results.push(self_measured(
+    let mut raw = self_measured(
         "raw",
         events,
         Command::new(std::env::current_exe()?).args([
@@ -76,24 +76,31 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
             &group("raw"),
             &events.to_string(),
         ]),
-    )?);
+    )?;
+    // The floor under every latency: produce → visible to a consumer, with
+    // nothing in between, through the same broker.
+    let input = latency_topic("raw", &out)?;
+    raw.latency_ms = Some(measure_latency(&input, &input, latency_for)?);
+    results.push(raw);
+    // `-reuse`: the plugin opts in to serving up to REUSE events per instance.
     for (name, binary, plugin) in [
         ("eddy-noop", &eddy, "noop"),
+        ("eddy-noop-reuse", &eddy, "noop"),
         ("eddy-followup", &eddy, "tagger"),
+        ("eddy-followup-reuse", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
     ] {
         println!("xtask: bench: {name}");
-        let config = eddy_config(&dir, name, &group(name), &corpus, &out, plugin, &plugins)?;
+        let setup = EddySetup {
+            plugin,
+            plugins: &plugins,
+            out: &out,
+            reuse: name.ends_with("-reuse"),
+        };
+        let config = eddy_config(&dir, name, &group(name), &corpus, &setup)?;
         let mut scenario = eddy_scenario(name, binary, &config, events)?;
-        if name == "eddy-followup" {
-            scenario.latency_ms = Some(latency_eddy(
-                binary,
-                &dir,
-                plugin,
-                &plugins,
-                &out,
-                latency_for,
-            )?);
+        if name.starts_with("eddy-followup") {
+            scenario.latency_ms = Some(latency_eddy(binary, &dir, &setup, latency_for)?);
         }
         results.push(scenario);
     }
@@ -320,15 +327,32 @@ fn self_measured(
     })
 }
 
+/// Events per instance in the `-reuse` scenarios.
+const REUSE: u32 = 1_000;
+
+/// What an eddy scenario runs: which plugin, from where, publishing where.
+struct EddySetup<'a> {
+    plugin: &'a str,
+    plugins: &'a Path,
+    out: &'a str,
+    /// Whether the plugin opts in to instance reuse ([`REUSE`]).
+    reuse: bool,
+}
+
 fn eddy_config(
     dir: &Path,
     name: &str,
     group: &str,
     topic: &str,
-    out: &str,
-    plugin: &str,
-    plugins: &Path,
+    setup: &EddySetup<'_>,
 ) -> anyhow::Result<PathBuf> {
+    let EddySetup {
+        plugin,
+        plugins,
+        out,
+        reuse,
+    } = *setup;
+    let reuse = if reuse { REUSE } else { 1 };
     let scenario = dir.join(name);
     let plugin_dir = scenario.join("plugins");
     let _ = fs::remove_dir_all(&scenario);
@@ -346,7 +370,8 @@ fn eddy_config(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n\
              [plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
-             [plugin.{plugin}]\npublish_to = [\"{out}\"]\nconfig = {{ out_topic = \"{out}\" }}\n",
+             [plugin.{plugin}]\npublish_to = [\"{out}\"]\nevents_per_instance = {reuse}\n\
+             config = {{ out_topic = \"{out}\" }}\n",
             kafka::BOOTSTRAP
         ),
     )?;
@@ -472,7 +497,12 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
                     .payload()
                     .and_then(|p| serde_json::from_slice(p).ok())
                     .unwrap_or(Value::Null);
-                let cause = value["causation_id"].as_str().unwrap_or_default();
+                // A follow-up names its cause; read straight from the input
+                // topic (the raw floor), the event itself.
+                let cause = value["causation_id"]
+                    .as_str()
+                    .or_else(|| value["event_id"].as_str())
+                    .unwrap_or_default();
                 if let Some(at) = sent
                     .lock()
                     .map_err(|_| anyhow::anyhow!("poisoned"))?
@@ -542,20 +572,16 @@ fn latency_topic(who: &str, out: &str) -> anyhow::Result<String> {
 fn latency_eddy(
     binary: &Path,
     dir: &Path,
-    plugin: &str,
-    plugins: &Path,
-    out: &str,
+    setup: &EddySetup<'_>,
     over: Duration,
 ) -> anyhow::Result<[f64; 3]> {
-    let input = latency_topic("eddy", out)?;
+    let input = latency_topic("eddy", setup.out)?;
     let config = eddy_config(
         dir,
         "latency-eddy",
         &format!("bench-latency-{input}"),
         &input,
-        out,
-        plugin,
-        plugins,
+        setup,
     )?;
     let running = start_eddy(binary, &config)?;
     let started = Instant::now();
@@ -565,7 +591,7 @@ fn latency_eddy(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let result = measure_latency(&input, out, over);
+    let result = measure_latency(&input, setup.out, over);
     stop(running);
     result
 }
@@ -623,6 +649,61 @@ fn machine() -> Value {
         "os": std::env::consts::OS,
         "arch": std::env::consts::ARCH,
     })
+}
+
+/// The issue's bars, each as measured in this run.
+fn print_bars(scenarios: &[Value]) {
+    let rate = |name: &str| {
+        scenarios
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["events_per_s"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    let p99 = |name: &str| {
+        scenarios
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["latency_ms"]["p99"].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    println!("\nbar                                   fresh      reuse     needed");
+    let ratio = |what: &str, a: &str, b: &str, needed: &str| {
+        println!(
+            "{what:<34} {:>8.3} {:>10.3} {needed:>10}",
+            rate(a) / rate(b),
+            rate(&format!("{a}-reuse")) / rate(b)
+        );
+    };
+    ratio("eddy no-op / raw", "eddy-noop", "raw", ">= 0.8");
+    ratio("eddy follow-up / raw", "eddy-followup", "raw", ">= 0.5");
+    ratio(
+        "eddy no-op / python bus no-op",
+        "eddy-noop",
+        "python-bus-noop",
+        ">= 10",
+    );
+    println!(
+        "{:<34} {:>8.3} {:>10.3} {:>10}",
+        "native no-op / eddy no-op",
+        rate("native") / rate("eddy-noop"),
+        rate("native") / rate("eddy-noop-reuse"),
+        "<= 1.25"
+    );
+    println!(
+        "{:<34} {:>8.1} {:>10.1} {:>10}",
+        "follow-up p99 ms at 5,000/s",
+        p99("eddy-followup"),
+        p99("eddy-followup-reuse"),
+        "< 5"
+    );
+    println!(
+        "{:<34} {:>8.1} {:>10} {:>10}",
+        "  (raw produce → consume p99 ms)",
+        p99("raw"),
+        "",
+        ""
+    );
 }
 
 fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
@@ -684,6 +765,7 @@ fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
             latency
         );
     }
+    print_bars(&scenarios);
     println!("\nxtask: wrote {}", path.display());
     Ok(())
 }

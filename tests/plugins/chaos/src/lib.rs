@@ -1,8 +1,15 @@
 //! Misbehaves as the event type asks, so tests can show that a bad plugin
 //! costs only its own event. Config: `out_topic` (where `chaos.ok` answers go)
-//! and `forbidden_topic` (a topic outside its allow-list).
+//! and `forbidden_topic` (a topic outside its allow-list). `chaos.count`
+//! answers with how many events its instance has served.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use eddy_sdk::{Event, HandlerError, json};
+
+/// Events this instance has served with `chaos.count`: 1 every time, unless
+/// the host reuses instances (`events_per_instance`).
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 #[eddy_sdk::handler]
 fn handle(event: Event) -> Result<(), HandlerError> {
@@ -28,6 +35,12 @@ fn handle(event: Event) -> Result<(), HandlerError> {
             // whole: neither may reach Kafka.
             eddy_sdk::publish(&out, None, &Event::new("chaos.before_forbidden"))?;
             eddy_sdk::publish(&forbidden, None, &Event::new("chaos.forbidden_publish"))?;
+            Ok(())
+        }
+        "chaos.count" => {
+            let served = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+            let answer = Event::new("chaos.counted").with_json(json!({ "served": served }));
+            eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &answer)?;
             Ok(())
         }
         "chaos.retry" => Err(HandlerError::retry("chaos: asked to fail transiently")),

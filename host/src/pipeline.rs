@@ -279,6 +279,10 @@ fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", "1000")
         .set("enable.partition.eof", "false")
+        // librdkafka stops fetching a partition whose local queue is full,
+        // for a second by default: long enough for eddy to drain it and sit
+        // idle. Look again soon instead.
+        .set("fetch.queue.backoff.ms", "10")
         // Partitions move one at a time on a rebalance; the others keep
         // flowing.
         .set("partition.assignment.strategy", "cooperative-sticky")

@@ -100,7 +100,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         let config = eddy_config(&dir, name, &group(name), &corpus, &setup)?;
         let mut scenario = eddy_scenario(name, binary, &config, events)?;
         if name.starts_with("eddy-followup") {
-            scenario.latency_ms = Some(latency_eddy(binary, &dir, &setup, latency_for)?);
+            scenario.latency_ms = Some(latency_eddy(name, binary, &dir, &setup, latency_for)?);
         }
         results.push(scenario);
     }
@@ -477,11 +477,11 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let total = (LATENCY_RATE as f64 * over.as_secs_f64()) as usize;
     let reader = {
-        let (sent, out) = (sent.clone(), out.to_string());
+        let (sent, out, input) = (sent.clone(), out.to_string(), input.to_string());
         std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", kafka::BOOTSTRAP)
-                .set("group.id", format!("bench-latency-reader-{out}"))
+                .set("group.id", format!("bench-latency-reader-{input}"))
                 .set("auto.offset.reset", "latest")
                 .set("fetch.wait.max.ms", "5")
                 .create()?;
@@ -569,13 +569,16 @@ fn latency_topic(who: &str, out: &str) -> anyhow::Result<String> {
     Ok(input)
 }
 
+/// Each latency run has its own input topic and consumer groups, so none
+/// starts behind what an earlier one left.
 fn latency_eddy(
+    name: &str,
     binary: &Path,
     dir: &Path,
     setup: &EddySetup<'_>,
     over: Duration,
 ) -> anyhow::Result<[f64; 3]> {
-    let input = latency_topic("eddy", setup.out)?;
+    let input = latency_topic(name, setup.out)?;
     let config = eddy_config(
         dir,
         "latency-eddy",

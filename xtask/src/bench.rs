@@ -142,6 +142,40 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     )
 }
 
+/// `cargo xtask bench-latency [--reuse]`: only eddy's follow-up latency at
+/// [`LATENCY_RATE`], for 10 s, against the raw floor measured just before.
+pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
+    let dir = root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let plugins = dir.join("plugins");
+    build_plugin_workspace(&root().join("tests/plugins"), &plugins)?;
+    let eddy = build_eddy(&[])?;
+    kafka::start()?;
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let out = format!("bench.out.{run_id}");
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&out], PARTITIONS))?;
+    let over = Duration::from_secs(10);
+    let input = latency_topic("raw", &out)?;
+    let [p50, p99, p999] = measure_latency(&input, &input, over)?;
+    println!("raw floor: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
+    let name = if reuse {
+        "eddy-followup-reuse"
+    } else {
+        "eddy-followup"
+    };
+    let setup = EddySetup {
+        plugin: "tagger",
+        plugins: &plugins,
+        out: &out,
+        reuse,
+    };
+    let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
+    println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
+    Ok(())
+}
+
 fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
     run_command(
         cargo()
@@ -520,19 +554,36 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
         .set("bootstrap.servers", kafka::BOOTSTRAP)
         .set("linger.ms", "0")
         .create()?;
+    // The machine's CPU ticks (user, nice, system, idle, iowait, …).
+    let cpu = || -> Vec<u64> {
+        fs::read_to_string("/proc/stat")
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect()
+    };
+    // Made up front, and sent in the bursts due each millisecond, so the
+    // generator takes as little of the machine as it can.
+    let events: Vec<(String, String)> = (0..total).map(|n| corpus_event(n, 0)).collect();
+    let cpu_before = cpu();
     let started = Instant::now();
-    for n in 0..total {
+    for (n, (key, value)) in events.iter().enumerate() {
         let due = Duration::from_secs_f64(n as f64 / LATENCY_RATE as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
+        if let Some(wait) = due.checked_sub(started.elapsed())
+            && wait >= Duration::from_millis(1)
+        {
             std::thread::sleep(wait);
         }
-        let (key, value) = corpus_event(n, 0);
         let id = format!("bench-{n:08}");
         sent.lock()
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .insert(id, Instant::now());
         while producer
-            .send(BaseRecord::to(input).key(&key).payload(&value))
+            .send(BaseRecord::to(input).key(key).payload(value))
             .is_err()
         {
             producer.poll(Duration::from_millis(1));
@@ -548,6 +599,28 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
             "xtask: bench: only {} of {total} follow-ups arrived within a minute",
             latencies.len()
         );
+    }
+    // On a small machine the broker, eddy and this load generator share the
+    // cores: say how busy they were.
+    let busy: Vec<u64> = cpu()
+        .iter()
+        .zip(&cpu_before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .collect();
+    let ticks: u64 = busy.iter().sum();
+    let idle = busy.get(3).copied().unwrap_or(0) + busy.get(4).copied().unwrap_or(0);
+    println!(
+        "xtask: bench: latency run from {input}: the machine was {:.0} % idle",
+        100.0 * idle as f64 / ticks.max(1) as f64
+    );
+    if std::env::var_os("EDDY_BENCH_TRACE").is_some() {
+        // Lowest and highest latency per quarter second, in arrival order.
+        for chunk in latencies.chunks(LATENCY_RATE / 4) {
+            let max = chunk.iter().copied().fold(0.0, f64::max);
+            let min = chunk.iter().copied().fold(f64::MAX, f64::min);
+            print!("[{min:.0}-{max:.0}] ");
+        }
+        println!();
     }
     latencies.sort_by(f64::total_cmp);
     let at = |q: f64| {

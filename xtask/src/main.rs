@@ -40,6 +40,7 @@ fn main() {
         ["bench"] => bench::run(false),
         ["bench", "--quick"] => bench::run(true),
         ["bench-raw", rest @ ..] => bench::raw(rest),
+        ["bench-latency", rest @ ..] => bench::latency_only(rest.contains(&"--reuse")),
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2);

@@ -11,10 +11,6 @@ use eddy_host::envelope;
 use eddy_host::runtime::{Outcome, Runtime, Trigger};
 use eddy_host::{Delivery, Event};
 
-// The allocator of the `eddy` binary.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EVENT: &str = r#"{"event_id": "bench-00000001", "event_type": "user.created",
     "timestamp": "2026-11-26T12:00:00.000000Z", "service_name": "user-service", "version": "1.0",
     "data": {"user_id": "user-00001", "email": "user-00001@example.com", "name": "Ada Lovelace",

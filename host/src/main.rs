@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use eddy_host::{Config, http, plugins, runtime::Runtime, scaffold};
 
-// Every record allocates (its copy out of librdkafka, the decoded event, the
-// store): mimalloc makes that cheaper than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "eddy",

@@ -20,7 +20,6 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use futures::FutureExt;
-use futures::future::join_all;
 use rand::Rng;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
@@ -511,40 +510,9 @@ impl Pipeline {
     /// acknowledgement. A follow-up Kafka refuses is retried until it is
     /// taken: the event is finished only when all of them are. `false` if
     /// eddy began stopping first (the event is handled again later).
-    async fn produce_follow_ups(&self, mut follow_ups: Vec<FollowUp>, plugin: &Plugin) -> bool {
-        let headers = follow_up_headers(plugin);
-        let mut round: u32 = 0;
-        while !follow_ups.is_empty() {
-            let sends = follow_ups.iter().map(|f| {
-                let mut record = FutureRecord::to(&f.topic)
-                    .payload(&f.payload)
-                    .headers(headers.clone());
-                if let Some(key) = &f.key {
-                    record = record.key(key);
-                }
-                self.producer.send(record, Timeout::Never)
-            });
-            let results = join_all(sends).await;
-            let mut failed = Vec::new();
-            for (follow_up, result) in follow_ups.into_iter().zip(results) {
-                if let Err((e, _)) = result {
-                    tracing::error!(
-                        topic = %follow_up.topic,
-                        event_id = %follow_up.event_id,
-                        "follow-up not acknowledged, retrying: {e}"
-                    );
-                    failed.push(follow_up);
-                }
-            }
-            follow_ups = failed;
-            if !follow_ups.is_empty() {
-                round += 1;
-                if self.pause(backoff(round)).await {
-                    return false;
-                }
-            }
-        }
-        true
+    async fn produce_follow_ups(&self, follow_ups: Vec<FollowUp>, plugin: &Arc<Plugin>) -> bool {
+        let mut sent = self.send_all(plugin, follow_ups);
+        self.settle(&mut sent).await
     }
 
     /// Writes the record, unchanged, with the `eddy-*` headers to `topic`,
@@ -647,13 +615,11 @@ struct Ran {
     record: OwnedMessage,
     /// The decoded event, or the dead-letter reason (kind, detail).
     event: Result<Arc<Event>, (&'static str, String)>,
-    /// The routed plugins, in order.
-    plugins: Vec<String>,
     /// What the plugins handled so far published.
     handled: Vec<(Arc<Plugin>, Vec<FollowUp>)>,
-    /// Where the pass stopped: the plugin (index into `plugins`) that failed,
-    /// with its failure, or that is not loaded (no failure).
-    stopped: Option<(usize, Option<Failure>)>,
+    /// Where the pass stopped, if it did: the routed plugins left, from the
+    /// one that failed (with its failure) or is not loaded (no failure) on.
+    stopped: Option<(Vec<String>, Option<Failure>)>,
 }
 
 impl Ran {
@@ -845,7 +811,6 @@ impl Pipeline {
         let mut ran = Ran {
             record,
             event: Err(("", String::new())),
-            plugins: Vec::new(),
             handled: Vec::new(),
             stopped: None,
         };
@@ -857,13 +822,10 @@ impl Pipeline {
             }
         };
         let record = &ran.record;
-        ran.plugins = snapshot
+        let routed = snapshot
             .router
-            .plugins_for(record.topic(), &event.event_type)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        if ran.plugins.is_empty() {
+            .plugins_for(record.topic(), &event.event_type);
+        if routed.is_empty() {
             tally.skipped();
             tracing::debug!(
                 topic = record.topic(),
@@ -881,7 +843,8 @@ impl Pipeline {
             key: record.key().map(<[u8]>::to_vec),
             attempt: 1,
         };
-        for (i, name) in ran.plugins.iter().enumerate() {
+        let left = |i: usize| routed[i..].iter().map(|p| p.to_string()).collect();
+        for (i, &name) in routed.iter().enumerate() {
             #[cfg(feature = "bench-native")]
             if name == crate::bench_native::NAME {
                 crate::bench_native::handle(&event);
@@ -889,11 +852,11 @@ impl Pipeline {
                 continue;
             }
             let Some(plugin) = snapshot.plugins.get(name) else {
-                ran.stopped = Some((i, None));
+                ran.stopped = Some((left(i), None));
                 break;
             };
             if !instances.contains_key(name) {
-                instances.insert(name.clone(), None);
+                instances.insert(name.to_string(), None);
             }
             let outcome = self.runtime.invoke(
                 plugin,
@@ -923,7 +886,7 @@ impl Pipeline {
                     ran.handled.push((plugin.clone(), follow_ups));
                 }
                 Outcome::Failed(failure) => {
-                    ran.stopped = Some((i, Some(failure)));
+                    ran.stopped = Some((left(i), Some(failure)));
                     break;
                 }
             }
@@ -936,19 +899,24 @@ impl Pipeline {
     fn send_follow_ups(&self, ran: Ran) -> Unacked {
         let mut sent = Vec::new();
         for (plugin, follow_ups) in ran.handled {
-            for follow_up in follow_ups {
-                let ack = self.send(&follow_up, &plugin);
-                sent.push(Sent {
-                    follow_up,
-                    plugin: plugin.clone(),
-                    ack,
-                });
-            }
+            sent.extend(self.send_all(&plugin, follow_ups));
         }
         Unacked {
             offset: ran.record.offset(),
             sent,
         }
+    }
+
+    /// Produces `plugin`'s follow-ups without waiting for Kafka.
+    fn send_all(&self, plugin: &Arc<Plugin>, follow_ups: Vec<FollowUp>) -> Vec<Sent> {
+        follow_ups
+            .into_iter()
+            .map(|follow_up| Sent {
+                ack: self.send(&follow_up, plugin),
+                follow_up,
+                plugin: plugin.clone(),
+            })
+            .collect()
     }
 
     fn send(&self, follow_up: &FollowUp, plugin: &Plugin) -> Ack {
@@ -996,14 +964,26 @@ impl Pipeline {
         }
     }
 
-    /// Waits until the oldest record's follow-ups are all acknowledged,
-    /// producing again any Kafka refused, and stores its offset. `false` if
-    /// eddy began stopping first.
+    /// Waits until the oldest record's follow-ups are all acknowledged and
+    /// stores its offset. `false` if eddy began stopping first.
     async fn settle_oldest(&self, at: &Partition, unacked: &mut VecDeque<Unacked>) -> bool {
         let Some(oldest) = unacked.front_mut() else {
             return true;
         };
-        for sent in &mut oldest.sent {
+        if !self.settle(&mut oldest.sent).await {
+            return false;
+        }
+        if let Some(done) = unacked.pop_front() {
+            self.store_offset(&at.0, at.1, done.offset);
+        }
+        true
+    }
+
+    /// Waits until every follow-up in `sent` is acknowledged, producing again
+    /// any Kafka refused, with backoff: an event is finished only when all of
+    /// them are taken. `false` if eddy began stopping first.
+    async fn settle(&self, sent: &mut [Sent]) -> bool {
+        for sent in sent {
             let mut round: u32 = 0;
             loop {
                 match std::mem::replace(&mut sent.ack, Ack::Refused) {
@@ -1021,9 +1001,6 @@ impl Pipeline {
                     }
                 }
             }
-        }
-        if let Some(done) = unacked.pop_front() {
-            self.store_offset(&at.0, at.1, done.offset);
         }
         true
     }
@@ -1083,9 +1060,11 @@ impl Pipeline {
                     return false;
                 }
             }
-            let (from, mut failure) = ran.stopped.unwrap_or((ran.plugins.len(), None));
-            for (i, plugin) in ran.plugins.iter().enumerate().skip(from) {
-                let first = if i == from { failure.take() } else { None };
+            let (left, mut failure) = ran.stopped.unwrap_or_default();
+            for plugin in &left {
+                // The first attempt of the plugin that stopped the pass ran
+                // already; the plugins after it have not run.
+                let first = failure.take();
                 let finished = self
                     .deliver(record, &event, plugin, snapshot, first)
                     .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))

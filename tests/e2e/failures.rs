@@ -10,7 +10,8 @@ use serde_json::json;
 use crate::checker::{Sent, Verdict, check};
 use crate::harness::{
     Eddy, PluginFile, TestBroker, bootstrap, committed, config_head, create_topics,
-    create_topics_with, dead_letters, producer_for, producer_with, read_from, seed_event, unique,
+    create_topics_with, dead_letters, follow_ups_of, producer_for, producer_with, read, read_from,
+    seed_event, unique,
 };
 
 const EVENTS: usize = 20_000;
@@ -325,8 +326,7 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
         assert_eq!(record.header("eddy-attempts"), "0");
     }
     // The good events between the bad ones were all handled.
-    let good = read_from(
-        &bootstrap(),
+    let good = read(
         &[&out],
         behaviours.len(),
         Duration::from_secs(60),
@@ -380,14 +380,7 @@ fn a_ten_megabyte_record_is_dead_lettered_as_too_large() {
         dead[0].headers
     );
     assert_eq!(dead[0].key.as_deref(), Some("huge"));
-    let handled = read_from(
-        &bootstrap(),
-        &[&out],
-        1,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |r| r.json()["causation_id"] == after.as_str(),
-    );
+    let handled = follow_ups_of(&[&out], std::slice::from_ref(&after), 1);
     assert_eq!(
         handled.len(),
         1,
@@ -423,8 +416,7 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
         &seed_event(&unique("behind"), "chaos.ok", "stuck", json!({})),
     );
     producer.flush();
-    let sent = read_from(
-        &bootstrap(),
+    let sent = read(
         &[&topic],
         2,
         Duration::from_secs(30),
@@ -445,14 +437,9 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
                 &seed_event(&unique("probe"), "chaos.ok", key, json!({})),
             );
             producer.flush();
-            let records = read_from(
-                &bootstrap(),
-                &[&topic],
-                1,
-                Duration::from_secs(10),
-                Duration::ZERO,
-                |r| r.key.as_deref() == Some(key.as_str()),
-            );
+            let records = read(&[&topic], 1, Duration::from_secs(10), Duration::ZERO, |r| {
+                r.key.as_deref() == Some(key.as_str())
+            });
             records
                 .first()
                 .is_some_and(|r| r.partition != stuck_at.partition)
@@ -465,14 +452,7 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
         &seed_event(&free, "chaos.ok", &other_key, json!({})),
     );
     producer.flush();
-    let handled = read_from(
-        &bootstrap(),
-        &[&out],
-        1,
-        Duration::from_secs(60),
-        Duration::from_secs(1),
-        |r| r.json()["causation_id"] == free.as_str(),
-    );
+    let handled = follow_ups_of(&[&out], std::slice::from_ref(&free), 1);
     assert_eq!(
         handled.len(),
         1,
@@ -488,8 +468,7 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
         "the failing dead-letter write is reported; log:\n{}",
         eddy.log()
     );
-    let behind = read_from(
-        &bootstrap(),
+    let behind = read(
         &[&out],
         0,
         Duration::from_secs(3),

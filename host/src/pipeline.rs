@@ -772,21 +772,29 @@ impl Pipeline {
         let mut tally = Tally::default();
         let mut ran = Vec::with_capacity(batch.len());
         let mut records = batch.into_iter();
-        let topic = records
-            .as_slice()
-            .first()
-            .map(|r| r.topic().to_string())
-            .unwrap_or_default();
+        // Every record of the batch is from one partition: the delivery
+        // handed to the plugins is filled in per record, in place.
+        let mut delivery = Delivery {
+            topic: records
+                .as_slice()
+                .first()
+                .map(|r| r.topic().to_string())
+                .unwrap_or_default(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            attempt: 1,
+        };
         for record in records.by_ref() {
             tally.consumed();
-            let one = self.run_record(snapshot, record, instances, &mut tally);
+            let one = self.run_record(snapshot, record, &mut delivery, instances, &mut tally);
             let stop = !one.finished();
             ran.push(one);
             if stop || self.stopping() {
                 break;
             }
         }
-        tally.flush(&topic);
+        tally.flush(&delivery.topic);
         (ran, records.collect())
     }
 
@@ -794,6 +802,7 @@ impl Pipeline {
         &self,
         snapshot: &Snapshot,
         record: OwnedMessage,
+        delivery: &mut Delivery,
         instances: &mut Instances,
         tally: &mut Tally,
     ) -> Ran {
@@ -836,13 +845,15 @@ impl Pipeline {
                 "no route; skipped"
             );
         }
-        let delivery = Delivery {
-            topic: record.topic().to_string(),
-            partition: record.partition(),
-            offset: record.offset(),
-            key: record.key().map(<[u8]>::to_vec),
-            attempt: 1,
-        };
+        delivery.partition = record.partition();
+        delivery.offset = record.offset();
+        match (record.key(), &mut delivery.key) {
+            (Some(key), Some(buffer)) => {
+                buffer.clear();
+                buffer.extend_from_slice(key);
+            }
+            (key, slot) => *slot = key.map(<[u8]>::to_vec),
+        }
         let left = |i: usize| routed[i..].iter().map(|p| p.to_string()).collect();
         for (i, &name) in routed.iter().enumerate() {
             #[cfg(feature = "bench-native")]
@@ -863,7 +874,7 @@ impl Pipeline {
                 &snapshot.settings(name),
                 Trigger {
                     event: &event,
-                    delivery: &delivery,
+                    delivery,
                 },
                 instances.get_mut(name),
             );

@@ -403,17 +403,14 @@ struct RecordId {
 impl HostState {
     /// Readies the store for the next event.
     fn begin(&mut self, trigger: &Trigger<'_>) {
-        let event = trigger.event;
-        self.record = RecordId {
-            topic: trigger.delivery.topic.clone(),
-            partition: trigger.delivery.partition,
-            offset: trigger.delivery.offset,
-            event_id: event.event_id.clone(),
-        };
-        self.trigger_correlation = event
-            .correlation_id
-            .clone()
-            .unwrap_or_else(|| event.event_id.clone());
+        // `clone_from`: a reused store's strings keep their buffers.
+        let (event, delivery) = (trigger.event, trigger.delivery);
+        self.record.topic.clone_from(&delivery.topic);
+        self.record.partition = delivery.partition;
+        self.record.offset = delivery.offset;
+        self.record.event_id.clone_from(&event.event_id);
+        self.trigger_correlation
+            .clone_from(event.correlation_id.as_ref().unwrap_or(&event.event_id));
         self.follow_ups.clear();
         self.follow_up_bytes = 0;
     }

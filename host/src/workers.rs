@@ -45,13 +45,17 @@ struct Worker {
     state: Arc<WorkerState>,
 }
 
+/// The running workers, by topic, then partition: the fetch loop looks one
+/// up per record with the record's borrowed topic name.
+type ByPartition = HashMap<String, HashMap<i32, Worker>>;
+
 #[derive(Default)]
 pub struct Workers {
-    map: Mutex<HashMap<(String, i32), Worker>>,
+    map: Mutex<ByPartition>,
 }
 
 impl Workers {
-    fn map(&self) -> MutexGuard<'_, HashMap<(String, i32), Worker>> {
+    fn map(&self) -> MutexGuard<'_, ByPartition> {
         self.map
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -66,8 +70,13 @@ impl Workers {
         spawn: impl FnOnce(mpsc::Receiver<OwnedMessage>, Arc<WorkerState>) -> JoinHandle<()>,
     ) -> mpsc::Sender<OwnedMessage> {
         let mut map = self.map();
+        if let Some(worker) = map.get(topic).and_then(|p| p.get(&partition)) {
+            return worker.sender.clone();
+        }
         let worker = map
-            .entry((topic.to_string(), partition))
+            .entry(topic.to_string())
+            .or_default()
+            .entry(partition)
             .or_insert_with(|| {
                 let (sender, receiver) = mpsc::channel(PARTITION_QUEUE);
                 let state = Arc::new(WorkerState::default());
@@ -90,7 +99,7 @@ impl Workers {
             let mut map = self.map();
             partitions
                 .iter()
-                .filter_map(|key| map.remove(key))
+                .filter_map(|(topic, partition)| map.get_mut(topic)?.remove(partition))
                 .collect()
         };
         for worker in &revoked {
@@ -122,6 +131,9 @@ impl Workers {
     /// Takes every worker's task, for shutdown (senders are dropped, so
     /// each task ends after its record in hand).
     pub fn drain(&self) -> Vec<JoinHandle<()>> {
-        self.map().drain().map(|(_, worker)| worker.task).collect()
+        self.map()
+            .drain()
+            .flat_map(|(_, workers)| workers.into_values().map(|worker| worker.task))
+            .collect()
     }
 }

@@ -53,6 +53,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let eddy = build_eddy(&[])?;
     let python = python_env(&dir)?;
     kafka::start()?;
+    delete_run_topics()?;
     let corpus = format!("bench.corpus.{events}");
     ensure_corpus(&corpus, events)?;
 
@@ -128,6 +129,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         results.push(scenario);
     }
     report(&dir, &results)?;
+    delete_run_topics()?;
 
     println!("\nxtask: bench: one event through decode → instantiate → call → collect (criterion)");
     fs::copy(
@@ -151,6 +153,7 @@ pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
     build_plugin_workspace(&root().join("tests/plugins"), &plugins)?;
     let eddy = build_eddy(&[])?;
     kafka::start()?;
+    delete_run_topics()?;
     let run_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis();
@@ -173,6 +176,20 @@ pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
     };
     let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
     println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
+    delete_run_topics()
+}
+
+/// The topics a bench run writes besides the corpus: its follow-ups and its
+/// latency inputs, a gigabyte or more per full run. Deleted before a run
+/// (what a failed run left) and after it.
+const RUN_TOPICS: &[&str] = &["bench.out.", "bench.latency."];
+
+fn delete_run_topics() -> anyhow::Result<()> {
+    let deleted =
+        tokio::runtime::Runtime::new()?.block_on(kafka::delete_topics_named(RUN_TOPICS))?;
+    if deleted > 0 {
+        println!("xtask: bench: deleted {deleted} topics of bench runs");
+    }
     Ok(())
 }
 

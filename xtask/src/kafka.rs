@@ -272,3 +272,32 @@ pub async fn create_topics(topics: &[&str], partitions: i32) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// Deletes every topic whose name starts with one of `prefixes`; says how
+/// many it deleted.
+pub async fn delete_topics_named(prefixes: &[&str]) -> anyhow::Result<usize> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .create()
+        .context("cannot create a Kafka admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("cannot list the broker's topics")?;
+    let doomed: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
+        .collect();
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    for result in admin.delete_topics(&doomed, &AdminOptions::new()).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => bail!("cannot delete topic {topic}: {code}"),
+        }
+    }
+    Ok(doomed.len())
+}

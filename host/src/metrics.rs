@@ -74,9 +74,9 @@ impl Tally {
         version: &str,
         topics: impl IntoIterator<Item = &'a str>,
     ) {
-        bump(&mut self.handled, plugin, version, 1);
+        bump(&mut self.handled, plugin, version);
         for topic in topics {
-            bump(&mut self.follow_ups, plugin, topic, 1);
+            bump(&mut self.follow_ups, plugin, topic);
         }
     }
 
@@ -101,10 +101,11 @@ impl Tally {
     }
 }
 
-fn bump(counts: &mut Vec<(String, String, u64)>, a: &str, b: &str, by: u64) {
+/// Adds one to the count of (`a`, `b`).
+fn bump(counts: &mut Vec<(String, String, u64)>, a: &str, b: &str) {
     match counts.iter_mut().find(|(x, y, _)| x == a && y == b) {
-        Some((_, _, n)) => *n += by,
-        None => counts.push((a.to_string(), b.to_string(), by)),
+        Some((_, _, n)) => *n += 1,
+        None => counts.push((a.to_string(), b.to_string(), 1)),
     }
 }
 

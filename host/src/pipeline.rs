@@ -4,8 +4,10 @@
 //! every plugin routed for its event finished — handled, with all its
 //! follow-ups acknowledged by Kafka (`acks=all`, idempotent producer), or
 //! dead-lettered with the dead-letter record acknowledged. Each partition has
-//! one worker that takes its records in order, one at a time, so storing the
-//! offset after each record never skips one. Partitions run in parallel.
+//! one worker that runs its records through the handlers in order; while
+//! their follow-ups await acknowledgement, a record's offset is stored only
+//! once it and every record before it are finished, so a stored offset never
+//! skips one. Partitions run in parallel.
 //!
 //! A failed attempt leaves nothing in Kafka: follow-ups are buffered in the
 //! store and produced only when the handler returns `Ok`.

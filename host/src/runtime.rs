@@ -220,26 +220,32 @@ impl Runtime {
             .and_then(|slot| slot.take())
             .filter(|w| Arc::ptr_eq(&w.plugin, plugin) && Arc::ptr_eq(&w.settings, settings));
 
-        let started = Instant::now();
-        let (mut warm, instantiated) = match kept {
-            Some(warm) => (warm, started),
-            None => match self.instantiate(plugin, settings) {
-                Ok(warm) => (warm, Instant::now()),
-                Err(failure) => return Outcome::Failed(failure),
-            },
+        let mut warm = match kept {
+            Some(warm) => warm,
+            None => {
+                // Only instantiations made are timed: a reused instance's
+                // event does not count as a zero-length one.
+                let started = Instant::now();
+                let made = self.instantiate(plugin, settings);
+                plugin
+                    .instantiation_seconds
+                    .record(started.elapsed().as_secs_f64());
+                match made {
+                    Ok(warm) => warm,
+                    Err(failure) => return Outcome::Failed(failure),
+                }
+            }
         };
         warm.store.data_mut().begin(&trigger);
         warm.store.set_epoch_deadline(deadline_ticks(settings));
+        let called = Instant::now();
         let result = warm
             .handler
             .call_handle(&mut warm.store, trigger.event, trigger.delivery)
             .map_err(classify_trap);
         plugin
-            .instantiation_seconds
-            .record((instantiated - started).as_secs_f64());
-        plugin
             .handler_seconds
-            .record(instantiated.elapsed().as_secs_f64());
+            .record(called.elapsed().as_secs_f64());
         let state = warm.store.data_mut();
         state.forward_output();
         let follow_ups = std::mem::take(&mut state.follow_ups);

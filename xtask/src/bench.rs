@@ -746,20 +746,16 @@ fn machine() -> Value {
 
 /// The bars, each as measured in this run.
 fn print_bars(scenarios: &[Value]) {
-    let rate = |name: &str| {
+    // A figure of a scenario, by JSON pointer; NaN if the run lacks it.
+    let figure = |name: &str, pointer: &str| {
         scenarios
             .iter()
             .find(|s| s["name"] == name)
-            .and_then(|s| s["events_per_s"].as_f64())
+            .and_then(|s| s.pointer(pointer)?.as_f64())
             .unwrap_or(f64::NAN)
     };
-    let p99 = |name: &str| {
-        scenarios
-            .iter()
-            .find(|s| s["name"] == name)
-            .and_then(|s| s["latency_ms"]["p99"].as_f64())
-            .unwrap_or(f64::NAN)
-    };
+    let rate = |name: &str| figure(name, "/events_per_s");
+    let p99 = |name: &str| figure(name, "/latency_ms/p99");
     println!("\nbar                                   fresh      reuse     needed");
     let ratio = |what: &str, a: &str, b: &str, needed: &str| {
         println!(

@@ -1,8 +1,9 @@
 //! Benchmarks only (`--features bench-native`): the no-op handler compiled
 //! into the host, run through the same pipeline as a plugin — on the same
 //! blocking threads, in the same batches, with the same metrics — so the
-//! Wasm sandbox's cost can be measured apart. Routed as plugin [`NAME`];
-//! never in a release build.
+//! Wasm sandbox's cost can be measured apart. Routed as plugin [`NAME`]
+//! (a `reload::Handler::Native` in every snapshot). Only in the binary
+//! `cargo xtask bench` builds with this feature; never in the default one.
 
 use crate::bindings::Event;
 

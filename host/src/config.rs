@@ -142,9 +142,7 @@ impl Default for PluginSettings {
 impl PluginSettings {
     /// Where this plugin's failed events from `topic` go.
     pub fn dead_letter_topic_for(&self, topic: &str) -> String {
-        self.dead_letter_topic
-            .clone()
-            .unwrap_or_else(|| format!("{topic}.dlq"))
+        crate::dead_letter::topic_for(self.dead_letter_topic.as_deref(), topic)
     }
 }
 

@@ -6,33 +6,48 @@
 //! - [`envelope`]: decoding records (plain JSON, CloudEvents structured and
 //!   binary) and encoding follow-ups;
 //! - [`routing`]: which plugins an event goes to;
-//! - [`runtime`]: the wasmtime sandbox, one fresh instance per event;
+//! - [`runtime`]: the wasmtime sandbox, a fresh instance per event (or, where
+//!   a plugin opts in with `events_per_instance`, one per N events);
 //! - [`plugins`]: the plugin folder, and `eddy check`'s report;
 //! - [`reload`]: watching the plugin folder and `eddy.toml`, and swapping in
 //!   what changed;
-//! - [`pipeline`]: the Kafka consumer, follow-ups, dead letters and offsets;
-//! - `workers`: one task per partition, stopped cleanly on a revoke;
+//! - `app`: wiring, the fetch loop, the reload loop, readiness, shutdown
+//!   (its [`run`] is what `eddy run` calls);
+//! - `kafka`: the client settings, and the consumer's rebalance and
+//!   statistics callbacks;
+//! - `partition`: one worker per partition, stopped by cancellation, and the
+//!   in-flight ledger that says which offset may be stored;
+//! - `dispatch`: a batch of records through the handlers, on a blocking
+//!   thread;
+//! - `produce`: follow-ups to Kafka in order, and their acknowledgements;
+//! - `retry`: the slow way, retries with backoff or a dead letter;
+//! - `dead_letter`: why a record is dead-lettered, where, and the write;
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
 //! - `bindings`: host bindings of the WIT world in `wit/`.
 
+mod app;
 #[cfg(feature = "bench-native")]
 mod bench_native;
 mod bindings;
 pub mod config;
+mod dead_letter;
+mod dispatch;
 pub mod envelope;
 pub mod http;
+mod kafka;
 pub mod metrics;
 mod output;
-pub mod pipeline;
+mod partition;
 pub mod plugins;
+mod produce;
 pub mod reload;
+mod retry;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
-mod workers;
 
+pub use app::run;
 pub use bindings::{Delivery, Event};
 pub use config::Config;
-pub use pipeline::run;

@@ -31,9 +31,22 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// Everything an event is dispatched with. Immutable; replaced whole.
 pub struct Snapshot {
     pub config: Arc<Config>,
+    /// The loaded plugin files, by name.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
     pub router: Router,
+    /// What each plugin name runs.
+    handlers: HashMap<String, Handler>,
     settings: HashMap<String, Arc<PluginSettings>>,
+}
+
+/// What a routed plugin name runs.
+pub enum Handler {
+    /// A loaded `.wasm` plugin.
+    Wasm(Arc<Plugin>),
+    /// Benchmarks only: the no-op handler compiled into the host, routed as
+    /// `bench_native::NAME`.
+    #[cfg(feature = "bench-native")]
+    Native,
 }
 
 impl Snapshot {
@@ -43,12 +56,27 @@ impl Snapshot {
             .iter()
             .map(|r| (r.plugin.clone(), Arc::new(config.settings(&r.plugin))))
             .collect();
+        #[allow(unused_mut)]
+        let mut handlers: HashMap<String, Handler> = plugins
+            .iter()
+            .map(|(name, plugin)| (name.clone(), Handler::Wasm(plugin.clone())))
+            .collect();
+        #[cfg(feature = "bench-native")]
+        handlers
+            .entry(crate::bench_native::NAME.to_string())
+            .or_insert(Handler::Native);
         Snapshot {
             router: Router::new(&config.routes),
             config,
             plugins,
+            handlers,
             settings,
         }
+    }
+
+    /// What the plugin `name` runs, if it is loaded.
+    pub fn handler(&self, name: &str) -> Option<&Handler> {
+        self.handlers.get(name)
     }
 
     /// The settings of a routed plugin.
@@ -59,7 +87,7 @@ impl Snapshot {
     /// Says, loudly, which routed plugins have no usable file.
     pub fn log_missing_plugins(&self) {
         for route in &self.config.routes {
-            if !self.plugins.contains_key(&route.plugin) {
+            if self.handler(&route.plugin).is_none() {
                 tracing::error!(
                     plugin = %route.plugin,
                     topic = %route.topic,

@@ -1,10 +1,12 @@
-//! The sandbox: compiling plugins, and running one event through one plugin
-//! in a fresh instance.
+//! The sandbox: compiling plugins, and running one event through one plugin.
 //!
 //! One [`Engine`] with the pooling allocator and epoch interruption serves
 //! every plugin. A [`Plugin`] keeps its pre-linked [`HandlerPre`], so an event
-//! costs one instantiation into a new [`Store`]: nothing a guest does survives
-//! its event. Limits (deadline, memory, instance and table counts) are per
+//! costs one instantiation into a new [`Store`]: by default nothing a guest
+//! does survives its event. A plugin that opts in with `events_per_instance
+//! = N` has an instance serve up to N events of one partition ([`Warm`]):
+//! its globals and memory carry over between them, and any failed attempt
+//! drops it. Limits (deadline, memory, instance and table counts) are per
 //! store, from the plugin's settings.
 
 use std::path::Path;

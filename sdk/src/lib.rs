@@ -1,4 +1,5 @@
-//! Write [eddy](https://github.com/) event handlers in Rust.
+//! Write event handlers in Rust for eddy, the host that runs them on Kafka
+//! events in a WebAssembly sandbox (its README says how to run one).
 //!
 //! A handler is one annotated function. It receives the event, may publish
 //! follow-up events, and returns `Ok(())` or a [`HandlerError`]:

@@ -2,13 +2,12 @@
 //! restarts.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::json;
 
 use crate::harness::{
     Eddy, PluginFile, committed, config_head, create_topics, dead_letters, follow_ups_of, producer,
-    read, seed_event, unique,
+    read_to_end, seed_event, unique,
 };
 
 fn welcome_config(group: &str, topic: &str) -> String {
@@ -179,13 +178,7 @@ fn an_event_type_without_route_is_passed_over_and_committed() {
     assert_eq!(out[0].json()["causation_id"], routed.as_str());
     eddy.stop();
     assert_eq!(committed(&group, &topic, 1), [Some(2)]);
-    let dead = read(
-        &[&format!("{topic}.dlq")],
-        0,
-        Duration::from_secs(5),
-        Duration::from_secs(3),
-        |_| true,
-    );
+    let dead = read_to_end(&[&format!("{topic}.dlq")], |_| true);
     assert!(
         dead.is_empty(),
         "an unrouted event is not a dead letter: {dead:?}"

@@ -10,14 +10,14 @@ use serde_json::json;
 use crate::checker::{Sent, Verdict, check};
 use crate::harness::{
     Eddy, PluginFile, TestBroker, bootstrap, committed, config_head, create_topics,
-    create_topics_with, dead_letters, follow_ups_of, producer_for, producer_with, read, read_from,
-    seed_event, unique,
+    create_topics_with, dead_letters, follow_ups_of, producer_for, producer_with, read,
+    read_to_end, read_until, seed_event, unique,
 };
 
 const EVENTS: usize = 20_000;
 const KEYS: usize = 64;
 
-fn tagger_config(group: &str, topic: &str, out: &str) -> String {
+pub fn tagger_config(group: &str, topic: &str, out: &str) -> String {
     format!(
         "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"*\"]\nplugin = \"tagger\"\n\n\
          [plugin.tagger]\npublish_to = [\"{out}\"]\nconfig = {{ out_topic = \"{out}\" }}\n",
@@ -28,7 +28,7 @@ fn tagger_config(group: &str, topic: &str, out: &str) -> String {
 /// Produces events `range` (of one numbering: event n has key n % KEYS
 /// and is that key's event n / KEYS) to `topic` on `brokers`, in a thread,
 /// spread over about `over`.
-fn stream(
+pub fn stream(
     brokers: String,
     topic: String,
     range: std::ops::Range<usize>,
@@ -62,14 +62,24 @@ fn stream(
     })
 }
 
-fn verdict_of(brokers: &str, out: &str, sent: &[Sent]) -> Verdict {
-    let records = read_from(
+/// The checker's verdict on what reached `out`: read until every event sent
+/// has a follow-up (duplicates do not count towards that), then to the end.
+pub fn verdict_of(brokers: &str, out: &str, sent: &[Sent]) -> Verdict {
+    let mut causes = std::collections::HashSet::new();
+    let records = read_until(
         brokers,
         &[out],
-        sent.len(),
         Duration::from_secs(300),
-        Duration::from_secs(3),
         |_| true,
+        |kept| {
+            if let Some(cause) = kept
+                .last()
+                .and_then(|r| r.json()["causation_id"].as_str().map(str::to_string))
+            {
+                causes.insert(cause);
+            }
+            causes.len() >= sent.len()
+        },
     );
     check(sent, &records)
 }
@@ -86,6 +96,12 @@ fn interrupted_stream(name: &str, interrupt: impl FnOnce(&mut Eddy)) -> (Eddy, V
     let producing = stream(bootstrap(), topic, 0..EVENTS, Duration::from_secs(8));
     thread::sleep(Duration::from_secs(4));
     interrupt(&mut eddy);
+    // eddy is not running now: what it had handled is all there is.
+    let handled = read_to_end(&[&out], |_| true).len();
+    assert!(
+        handled > 0 && handled < EVENTS,
+        "the interruption came mid-stream: {handled} of {EVENTS} events were handled by then"
+    );
     eddy.launch();
     let sent = producing.join().expect("producer");
     let verdict = verdict_of(&bootstrap(), &out, &sent);
@@ -326,14 +342,18 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
         assert_eq!(record.header("eddy-attempts"), "0");
     }
     // The good events between the bad ones were all handled.
-    let good = read(
-        &[&out],
-        behaviours.len(),
-        Duration::from_secs(60),
-        Duration::from_secs(2),
-        |r| r.json()["event_type"] == "chaos.handled",
-    );
+    let good = read(&[&out], behaviours.len(), Duration::from_secs(60), |r| {
+        r.json()["event_type"] == "chaos.handled"
+    });
     assert_eq!(good.len(), behaviours.len(), "log:\n{}", eddy.log());
+    // Nothing else reached the output: not one of the burst's floods, not
+    // the publish before the forbidden one. They would have been written
+    // before the dead letters read above.
+    let leaked: Vec<String> = read_to_end(&[&out], |r| r.json()["event_type"] != "chaos.handled")
+        .iter()
+        .map(|r| r.json()["event_type"].to_string())
+        .collect();
+    assert!(leaked.is_empty(), "failed attempts published {leaked:?}");
     assert!(eddy.is_running());
     eddy.stop();
 }
@@ -416,13 +436,7 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
         &seed_event(&unique("behind"), "chaos.ok", "stuck", json!({})),
     );
     producer.flush();
-    let sent = read(
-        &[&topic],
-        2,
-        Duration::from_secs(30),
-        Duration::ZERO,
-        |_| true,
-    );
+    let sent = read(&[&topic], 2, Duration::from_secs(30), |_| true);
     let stuck_at = sent
         .iter()
         .find(|r| r.key.as_deref() == Some("stuck"))
@@ -437,7 +451,7 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
                 &seed_event(&unique("probe"), "chaos.ok", key, json!({})),
             );
             producer.flush();
-            let records = read(&[&topic], 1, Duration::from_secs(10), Duration::ZERO, |r| {
+            let records = read(&[&topic], 1, Duration::from_secs(10), |r| {
                 r.key.as_deref() == Some(key.as_str())
             });
             records
@@ -468,13 +482,7 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
         "the failing dead-letter write is reported; log:\n{}",
         eddy.log()
     );
-    let behind = read(
-        &[&out],
-        0,
-        Duration::from_secs(3),
-        Duration::from_secs(2),
-        |r| r.key.as_deref() == Some("stuck"),
-    );
+    let behind = read_to_end(&[&out], |r| r.key.as_deref() == Some("stuck"));
     assert!(
         behind.is_empty(),
         "nothing behind the stuck record was handled"

@@ -134,6 +134,19 @@ impl TestProducer {
             .expect("enqueue record");
     }
 
+    /// Sends `value` with `key` to partition `partition` of `topic`.
+    pub fn send_to(&self, topic: &str, partition: i32, key: &str, value: &Value) {
+        let payload = value.to_string();
+        let record: BaseRecord<'_, str, str> = BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(&payload);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue record");
+    }
+
     pub fn send_json(&self, topic: &str, key: &str, value: &Value) {
         self.send(topic, Some(key), Some(value.to_string().as_bytes()), &[]);
     }
@@ -183,17 +196,23 @@ impl Record {
 }
 
 /// Reads `topics` from the beginning, keeping the records `keep` accepts,
-/// until `expected` are kept and `quiet` has passed since the start or the
-/// last kept record (so a test sees duplicates, or that nothing came), or
-/// until `limit`.
+/// until `expected` are kept and then on to each partition's high-water
+/// mark as it is at that moment (so a test sees duplicates, or that nothing
+/// came: what is not there by then was not written before), or until
+/// `limit`.
 pub fn read(
     topics: &[&str],
     expected: usize,
     limit: Duration,
-    quiet: Duration,
     keep: impl Fn(&Record) -> bool,
 ) -> Vec<Record> {
-    read_from(&bootstrap(), topics, expected, limit, quiet, keep)
+    read_from(&bootstrap(), topics, expected, limit, keep)
+}
+
+/// Everything on `topics` up to their high-water marks now that `keep`
+/// accepts: for checks that something did not arrive.
+pub fn read_to_end(topics: &[&str], keep: impl Fn(&Record) -> bool) -> Vec<Record> {
+    read(topics, 0, Duration::from_secs(60), keep)
 }
 
 /// [`read`] from the broker at `brokers`.
@@ -202,22 +221,49 @@ pub fn read_from(
     topics: &[&str],
     expected: usize,
     limit: Duration,
-    quiet: Duration,
     keep: impl Fn(&Record) -> bool,
+) -> Vec<Record> {
+    read_until(brokers, topics, limit, keep, |kept| kept.len() >= expected)
+}
+
+/// Reads `topics` from the beginning, keeping the records `keep` accepts,
+/// until `enough` says they are enough (it is shown what is kept, at the
+/// start and after each record kept) and then on to each partition's
+/// high-water mark as it is at that moment, or until `limit`.
+pub fn read_until(
+    brokers: &str,
+    topics: &[&str],
+    limit: Duration,
+    keep: impl Fn(&Record) -> bool,
+    mut enough: impl FnMut(&[Record]) -> bool,
 ) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        .set("allow.auto.create.topics", "false")
         .create()
         .expect("consumer");
-    consumer.subscribe(topics).expect("subscribe");
+    let mut assigned: Vec<(String, i32)> = Vec::new();
+    let mut ends: Option<Vec<(String, i32, i64, i64)>> = None;
     let mut kept = Vec::new();
+    let mut satisfied = enough(&kept);
     let started = Instant::now();
-    let mut last = Instant::now();
-    while started.elapsed() < limit && !(kept.len() >= expected && last.elapsed() >= quiet) {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+    let mut looked = None::<Instant>;
+    while started.elapsed() < limit {
+        // Partitions are assigned directly (no group to join); a topic that
+        // does not exist yet is looked for again every half second.
+        if looked.is_none_or(|at| at.elapsed() > Duration::from_millis(500)) {
+            assign_new_partitions(&consumer, topics, &mut assigned);
+            looked = Some(Instant::now());
+        }
+        if satisfied {
+            let ends = ends.get_or_insert_with(|| high_water_marks(&consumer, &assigned));
+            if caught_up(&consumer, ends) {
+                break;
+            }
+        }
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
         let Ok(message) = message else { continue };
@@ -243,38 +289,89 @@ pub fn read_from(
         };
         if keep(&record) {
             kept.push(record);
-            last = Instant::now();
+            satisfied |= enough(&kept);
         }
     }
     kept
 }
 
+/// Assigns, from the beginning, the partitions of `topics` not yet in
+/// `assigned`.
+fn assign_new_partitions(
+    consumer: &BaseConsumer,
+    topics: &[&str],
+    assigned: &mut Vec<(String, i32)>,
+) {
+    let mut new = TopicPartitionList::new();
+    for topic in topics {
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+            continue;
+        };
+        for t in metadata.topics().iter().filter(|t| t.error().is_none()) {
+            for p in t.partitions() {
+                let at = (t.name().to_string(), p.id());
+                if !assigned.contains(&at) {
+                    new.add_partition_offset(&at.0, at.1, Offset::Beginning)
+                        .expect("partition offset");
+                    assigned.push(at);
+                }
+            }
+        }
+    }
+    if new.count() > 0 {
+        consumer
+            .incremental_assign(&new)
+            .expect("assign partitions");
+    }
+}
+
+/// (topic, partition, low, high) of each assigned partition, now.
+fn high_water_marks(
+    consumer: &BaseConsumer,
+    assigned: &[(String, i32)],
+) -> Vec<(String, i32, i64, i64)> {
+    assigned
+        .iter()
+        .map(|(topic, partition)| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(10))
+                .expect("watermarks");
+            (topic.clone(), *partition, low, high)
+        })
+        .collect()
+}
+
+/// Whether the consumer has read every partition up to its mark in `ends`.
+fn caught_up(consumer: &BaseConsumer, ends: &[(String, i32, i64, i64)]) -> bool {
+    let Ok(positions) = consumer.position() else {
+        return false;
+    };
+    ends.iter().all(|(topic, partition, low, high)| {
+        let at = match positions
+            .find_partition(topic, *partition)
+            .map(|e| e.offset())
+        {
+            Some(Offset::Offset(at)) => at,
+            _ => *low,
+        };
+        at >= *high
+    })
+}
+
 /// What reached `<topic>.dlq`: waits for `expected` records (two minutes at
-/// most), then a second more for any extra.
+/// most), then reads to the end for any extra.
 pub fn dead_letters(topic: &str, expected: usize) -> Vec<Record> {
     let dlq = format!("{topic}.dlq");
-    read(
-        &[&dlq],
-        expected,
-        Duration::from_secs(120),
-        Duration::from_secs(1),
-        |_| true,
-    )
+    read(&[&dlq], expected, Duration::from_secs(120), |_| true)
 }
 
 /// Records on `topics` caused by one of `ids` (their `causation_id`).
 pub fn follow_ups_of(topics: &[&str], ids: &[String], expected: usize) -> Vec<Record> {
-    read(
-        topics,
-        expected,
-        Duration::from_secs(60),
-        Duration::from_secs(2),
-        |r| {
-            r.json()["causation_id"]
-                .as_str()
-                .is_some_and(|c| ids.iter().any(|id| id == c))
-        },
-    )
+    read(topics, expected, Duration::from_secs(60), |r| {
+        r.json()["causation_id"]
+            .as_str()
+            .is_some_and(|c| ids.iter().any(|id| id == c))
+    })
 }
 
 /// The committed offset of `group` for each partition of `topic`.

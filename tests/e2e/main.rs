@@ -18,5 +18,6 @@ mod delivery;
 mod failures;
 mod harness;
 mod operations;
+mod ownership;
 mod reload;
 mod sandbox;

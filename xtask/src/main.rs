@@ -183,8 +183,8 @@ pub fn build_host() -> anyhow::Result<PathBuf> {
     Ok(cargo_target_dir().join("debug/eddy"))
 }
 
-/// `cargo xtask test`: plugins, broker, host, then every test: the host's
-/// and SDK's unit tests, the plugins' native tests and the end-to-end tests.
+/// `cargo xtask test`: plugins and host, the broker-free tests, then the
+/// broker, the end-to-end tests and the plugins' native tests.
 fn test() -> anyhow::Result<()> {
     build_plugins()?;
     let test_plugins = root().join("target/test-plugins");
@@ -197,13 +197,37 @@ fn test() -> anyhow::Result<()> {
         &test_plugins.join("tagger-v2.wasm"),
     )?;
     let eddy = build_host()?;
+    // What needs no broker runs before there is one, so it cannot lean on
+    // it: unit and property tests, doc tests, the container files. Every
+    // run selects the whole workspace, so the dependencies are built once,
+    // with one set of features.
+    run_command(cargo().current_dir(root()).args([
+        "test",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--test",
+        "packaging",
+    ]))?;
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args(["test", "--workspace", "--doc"]),
+    )?;
     kafka::start()?;
     run_command(
         cargo()
             .current_dir(root())
             // --show-output: the figures tests print (reload latency) are
             // part of the run's record.
-            .args(["test", "--workspace", "--", "--show-output"])
+            .args([
+                "test",
+                "--workspace",
+                "--test",
+                "e2e",
+                "--",
+                "--show-output",
+            ])
             .env("EDDY_BIN", &eddy)
             .env("EDDY_PLUGIN_DIR", root().join("target/plugins"))
             .env("EDDY_TEST_PLUGIN_DIR", &test_plugins)

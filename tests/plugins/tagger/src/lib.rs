@@ -1,8 +1,9 @@
 //! Answers every event with one `tagged` follow-up on the `out_topic` config
 //! value, saying which build of the plugin handled it and passing on the
-//! event's `data.seq`.
+//! event's `data.seq`. An event with `data.fail_attempts = n` is asked to be
+//! retried on its first n attempts (a slow record, for revocation tests).
 
-use eddy_sdk::{Event, HandlerError, Value, json};
+use eddy_sdk::{Delivery, Event, HandlerError, Value, json};
 
 #[cfg(not(feature = "v2"))]
 const TAG: &str = "v1";
@@ -10,10 +11,19 @@ const TAG: &str = "v1";
 const TAG: &str = "v2";
 
 #[eddy_sdk::handler]
-fn handle(event: Event) -> Result<(), HandlerError> {
+fn handle(event: Event, delivery: Delivery) -> Result<(), HandlerError> {
     let out = eddy_sdk::config("out_topic")
         .ok_or_else(|| HandlerError::reject("tagger needs config out_topic"))?;
     let data: Value = event.data()?;
+    if data["fail_attempts"]
+        .as_u64()
+        .is_some_and(|n| u64::from(delivery.attempt) <= n)
+    {
+        return Err(HandlerError::retry(format!(
+            "asked to fail attempt {}",
+            delivery.attempt
+        )));
+    }
     let tagged = Event::new("tagged").with_json(json!({
         "tag": TAG,
         "seq": data["seq"],

@@ -1,0 +1,280 @@
+//! eddy as a whole: wiring the parts together, the fetch loop that hands
+//! each record to its partition's worker, the reload loop, readiness, and
+//! the shutdown sequence.
+//!
+//! The invariant the whole keeps: an offset is stored (and so later
+//! committed) only after every plugin routed for its event finished —
+//! handled, with all its follow-ups acknowledged by Kafka (`acks=all`,
+//! idempotent producer), or dead-lettered with the dead-letter record
+//! acknowledged — and so did every record before it in its partition
+//! (`partition::Ledger`). A failed attempt leaves nothing in Kafka:
+//! follow-ups are buffered in the store and produced only when the handler
+//! returns `Ok`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::kafka::{self, EddyContext};
+use crate::partition::{Worker, Workers};
+use crate::reload::{self, Reloader, Snapshot};
+use crate::runtime::Runtime;
+use crate::{http, metrics};
+
+/// What every partition worker shares.
+pub struct Pipeline {
+    pub runtime: Arc<Runtime>,
+    /// What events are dispatched with; swapped whole by the reload thread.
+    pub state: ArcSwap<Snapshot>,
+    pub producer: FutureProducer,
+    pub consumer: StreamConsumer<EddyContext>,
+    /// Cancelled when eddy begins stopping.
+    shutdown: CancellationToken,
+}
+
+/// Runs eddy until `shutdown` resolves, then stops fetching, lets the
+/// workers finish what they have in hand, flushes the producer, commits and
+/// leaves the group.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let problems = config.problems();
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "the configuration has problems:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    // Installed first, so what start-up counts (plugin loads) is kept.
+    let metrics_handle = metrics::install();
+    let runtime = Arc::new(Runtime::new()?);
+    let mut reloader = Reloader::new(runtime.clone(), &config);
+    // Watch before the first scan, so a file that lands meanwhile is not missed.
+    let (watcher, changes) = reload::watch(&config)?;
+    let snapshot = reloader.initial(config)?;
+    let config = snapshot.config.clone();
+
+    let stopping = CancellationToken::new();
+    let topics = config.topics();
+    let workers = Arc::new(Workers::new(stopping.clone()));
+    let consumer: StreamConsumer<EddyContext> = kafka::consumer_config(&config.kafka)
+        .create_with_context(EddyContext {
+            workers: workers.clone(),
+        })
+        .context("cannot create the Kafka consumer")?;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&topic_refs)
+        .with_context(|| format!("cannot subscribe to {topics:?}"))?;
+    let producer: FutureProducer = kafka::producer_config(&config.kafka)
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for /metrics, /healthz and /readyz ([http] listen)",
+                config.http.listen
+            )
+        })?;
+    let http_addr = listener.local_addr()?;
+    log_summary(&snapshot, &http_addr.to_string());
+    metrics::plugins_loaded(snapshot.plugins.len());
+
+    let pipeline = Arc::new(Pipeline {
+        runtime,
+        state: ArcSwap::from_pointee(snapshot),
+        producer,
+        consumer,
+        shutdown: stopping.clone(),
+    });
+    let reload_thread = {
+        let pipeline = pipeline.clone();
+        std::thread::Builder::new()
+            .name("eddy-reload".into())
+            .spawn(move || reload_loop(&pipeline, reloader, changes))
+            .context("cannot start the reload thread")?
+    };
+    // Served until the very end, so /readyz says "shutting down" meanwhile.
+    let stop_http = CancellationToken::new();
+    let http = {
+        let pipeline = pipeline.clone();
+        let stopped = stop_http.clone();
+        tokio::spawn(http::serve(
+            listener,
+            metrics_handle,
+            Arc::new(move || pipeline.readiness()),
+            async move { stopped.cancelled().await },
+        ))
+    };
+
+    let fetched = fetch(&pipeline, &workers, shutdown).await;
+
+    tracing::info!("shutting down: finishing in-flight events");
+    stopping.cancel();
+    // Dropping the watcher ends the reload thread.
+    drop(watcher);
+    if reload_thread.join().is_err() {
+        tracing::error!("the reload thread panicked");
+    }
+    for ended in workers.drain() {
+        ended.cancelled().await;
+    }
+    pipeline
+        .producer
+        .flush(Timeout::After(Duration::from_secs(30)))
+        .context("cannot flush the producer")?;
+    kafka::commit(&pipeline.consumer, "at shutdown");
+    pipeline.consumer.unsubscribe();
+    stop_http.cancel();
+    match http.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("{e:#}"),
+        Err(e) => tracing::error!("the HTTP server task failed: {e}"),
+    }
+    fetched?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Hands each fetched record to its partition's worker until `shutdown`.
+/// Fails if a worker ended on its own (its batch thread failed): the
+/// records it held were not stored, and a restart reads them again.
+async fn fetch(
+    pipeline: &Arc<Pipeline>,
+    workers: &Workers,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            message = pipeline.consumer.recv() => message.map(|m| m.detach()),
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!("Kafka consumer: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let sender = workers.sender(message.topic(), message.partition(), |start| {
+            tokio::spawn(Worker::run(pipeline.clone(), start));
+        });
+        let Some(sender) = sender else {
+            tracing::debug!(
+                topic = message.topic(),
+                partition = message.partition(),
+                offset = message.offset(),
+                "record of a partition no longer assigned; its owner reads it"
+            );
+            continue;
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            sent = sender.send(message) => {
+                if sent.is_err() {
+                    anyhow::bail!("a partition worker stopped unexpectedly");
+                }
+            }
+        }
+    }
+}
+
+/// The start-up summary: what runs, in a few lines a person reads at a glance.
+fn log_summary(snapshot: &Snapshot, http: &str) {
+    let config = &snapshot.config;
+    tracing::info!(
+        "eddy {} consuming {:?} as group {:?} from {}",
+        env!("CARGO_PKG_VERSION"),
+        config.topics(),
+        config.kafka.group_id,
+        config.kafka.bootstrap_servers
+    );
+    let plugins: Vec<String> = snapshot
+        .plugins
+        .values()
+        .map(|p| format!("{}@{}", p.name, p.hash))
+        .collect();
+    let plugins = if plugins.is_empty() {
+        "none".to_string()
+    } else {
+        plugins.join(", ")
+    };
+    tracing::info!("plugins from {}: {plugins}", config.plugins.dir.display());
+    for route in &config.routes {
+        tracing::info!(
+            "route {} [{}] -> {}",
+            route.topic,
+            route.event_types.join(", "),
+            route.plugin
+        );
+    }
+    tracing::info!("serving /metrics, /healthz and /readyz on http://{http}");
+}
+
+/// Applies each change on disk as a new snapshot; ends when the watcher does.
+fn reload_loop(pipeline: &Pipeline, mut reloader: Reloader, changes: Receiver<()>) {
+    while changes.recv().is_ok() {
+        while changes.try_recv().is_ok() {}
+        let current = pipeline.state.load_full();
+        let Some(next) = reloader.reconcile(&current) else {
+            continue;
+        };
+        let topics = next.config.topics();
+        if topics != current.config.topics() {
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            match pipeline.consumer.subscribe(&refs) {
+                Ok(()) => tracing::info!(?topics, "subscription changed"),
+                Err(e) => tracing::error!(?topics, "cannot change the subscription: {e}"),
+            }
+        }
+        metrics::plugins_loaded(next.plugins.len());
+        pipeline.state.store(Arc::new(next));
+    }
+}
+
+impl Pipeline {
+    /// Why eddy is not ready to do its work, if it is not. Blocks for up to
+    /// two seconds on a metadata request.
+    fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if self.shutdown.is_cancelled() {
+            reasons.push("shutting down".to_string());
+        }
+        if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(2)) {
+            reasons.push(format!("the Kafka brokers do not answer: {e}"));
+        }
+        match self.consumer.assignment() {
+            Ok(assignment) if assignment.count() > 0 => {}
+            Ok(_) => reasons.push("no partitions assigned yet".to_string()),
+            Err(e) => reasons.push(format!("cannot read the partition assignment: {e}")),
+        }
+        let snapshot = self.state.load();
+        let mut missing: Vec<&str> = snapshot
+            .config
+            .routes
+            .iter()
+            .map(|r| r.plugin.as_str())
+            .filter(|p| snapshot.handler(p).is_none())
+            .collect();
+        missing.dedup();
+        for plugin in missing {
+            reasons.push(format!("routed plugin {plugin} is not loaded"));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+}

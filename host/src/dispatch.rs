@@ -1,0 +1,217 @@
+//! Running a batch of one partition's records through their handlers, on a
+//! blocking thread: one attempt per routed plugin, in order, until a record
+//! needs more than that. Nothing here touches Kafka: what the handlers
+//! published comes back to the partition's worker, which produces it.
+
+use std::sync::Arc;
+
+use rdkafka::Message;
+use rdkafka::message::{Headers, OwnedMessage};
+use tokio_util::sync::CancellationToken;
+
+use crate::bindings::{Delivery, Event};
+use crate::dead_letter::RecordError;
+use crate::envelope;
+use crate::metrics::Tally;
+use crate::reload::{Handler, Snapshot};
+use crate::runtime::{Failure, FollowUp, Outcome, Plugin, Runtime, Trigger, Warm};
+
+/// The warm instances of one partition worker, by plugin name.
+pub type Instances = std::collections::HashMap<String, Option<Warm>>;
+
+/// One record after its first pass through the handlers.
+pub struct Ran {
+    pub record: OwnedMessage,
+    /// The decoded event, or why the record is dead-lettered undecoded.
+    pub event: Result<Arc<Event>, RecordError>,
+    /// What the plugins that handled it so far published.
+    pub handled: Vec<(Arc<Plugin>, Vec<FollowUp>)>,
+    /// Where the pass stopped, if it did.
+    pub stopped: Option<Stopped>,
+}
+
+/// The routed plugins a record's first pass did not finish: from the one
+/// that failed its first attempt (with that failure) or is not loaded (no
+/// failure) on.
+#[derive(Default)]
+pub struct Stopped {
+    pub left: Vec<String>,
+    pub failure: Option<Failure>,
+}
+
+impl Ran {
+    /// Every routed plugin handled the event on its first attempt.
+    pub fn finished(&self) -> bool {
+        self.event.is_ok() && self.stopped.is_none()
+    }
+}
+
+/// Runs `batch` (records of one partition, in order) through their
+/// handlers, one attempt each, until a record needs more than that (a
+/// failure, a dead letter) or `token` is cancelled. Returns what ran, and
+/// the records after it, untouched.
+pub fn run_batch(
+    runtime: &Runtime,
+    snapshot: &Snapshot,
+    token: &CancellationToken,
+    batch: Vec<OwnedMessage>,
+    instances: &mut Instances,
+) -> (Vec<Ran>, Vec<OwnedMessage>) {
+    let mut tally = Tally::default();
+    let mut ran = Vec::with_capacity(batch.len());
+    let mut records = batch.into_iter();
+    // Every record of the batch is from one partition: the delivery handed
+    // to the plugins is filled in per record, in place.
+    let mut delivery = Delivery {
+        topic: records
+            .as_slice()
+            .first()
+            .map(|r| r.topic().to_string())
+            .unwrap_or_default(),
+        partition: 0,
+        offset: 0,
+        key: None,
+        attempt: 1,
+    };
+    for record in records.by_ref() {
+        tally.consumed();
+        let one = run_record(
+            runtime,
+            snapshot,
+            record,
+            &mut delivery,
+            instances,
+            &mut tally,
+        );
+        let stop = !one.finished();
+        ran.push(one);
+        if stop || token.is_cancelled() {
+            break;
+        }
+    }
+    tally.flush(&delivery.topic);
+    (ran, records.collect())
+}
+
+fn run_record(
+    runtime: &Runtime,
+    snapshot: &Snapshot,
+    record: OwnedMessage,
+    delivery: &mut Delivery,
+    instances: &mut Instances,
+    tally: &mut Tally,
+) -> Ran {
+    let event = match decode(snapshot, &record) {
+        Ok(event) => Arc::new(event),
+        Err(error) => {
+            return Ran {
+                record,
+                event: Err(error),
+                handled: Vec::new(),
+                stopped: None,
+            };
+        }
+    };
+    let routed = snapshot
+        .router
+        .plugins_for(record.topic(), &event.event_type);
+    if routed.is_empty() {
+        tally.skipped();
+        tracing::debug!(
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+            "no route; skipped"
+        );
+    }
+    delivery.partition = record.partition();
+    delivery.offset = record.offset();
+    match (record.key(), &mut delivery.key) {
+        (Some(key), Some(buffer)) => {
+            buffer.clear();
+            buffer.extend_from_slice(key);
+        }
+        (key, slot) => *slot = key.map(<[u8]>::to_vec),
+    }
+    let mut handled = Vec::new();
+    let mut stopped = None;
+    let left = |i: usize| routed[i..].iter().map(|p| p.to_string()).collect();
+    for (i, &name) in routed.iter().enumerate() {
+        let plugin = match snapshot.handler(name) {
+            Some(Handler::Wasm(plugin)) => plugin,
+            #[cfg(feature = "bench-native")]
+            Some(Handler::Native) => {
+                crate::bench_native::handle(&event);
+                tally.handled(name, "native", []);
+                continue;
+            }
+            None => {
+                stopped = Some(Stopped {
+                    left: left(i),
+                    failure: None,
+                });
+                break;
+            }
+        };
+        if !instances.contains_key(name) {
+            instances.insert(name.to_string(), None);
+        }
+        let outcome = runtime.invoke(
+            plugin,
+            &snapshot.settings(name),
+            Trigger {
+                event: &event,
+                delivery,
+            },
+            instances.get_mut(name),
+        );
+        match outcome {
+            Outcome::Handled(follow_ups) => {
+                tally.handled(
+                    name,
+                    &plugin.hash,
+                    follow_ups.iter().map(|f| f.topic.as_str()),
+                );
+                tracing::debug!(
+                    topic = record.topic(),
+                    partition = record.partition(),
+                    offset = record.offset(),
+                    plugin = %name,
+                    version = %plugin.hash,
+                    follow_ups = follow_ups.len(),
+                    "handled"
+                );
+                handled.push((plugin.clone(), follow_ups));
+            }
+            Outcome::Failed(failure) => {
+                stopped = Some(Stopped {
+                    left: left(i),
+                    failure: Some(failure),
+                });
+                break;
+            }
+        }
+    }
+    Ran {
+        record,
+        event: Ok(event),
+        handled,
+        stopped,
+    }
+}
+
+/// The record's event, or why it is not one.
+fn decode(snapshot: &Snapshot, record: &OwnedMessage) -> Result<Event, RecordError> {
+    let max = snapshot.config.plugins.max_event_bytes;
+    let size = record.payload().map_or(0, <[u8]>::len);
+    if size > max {
+        return Err(RecordError::TooLarge { size, max });
+    }
+    let headers: Vec<(&str, Option<&[u8]>)> = record
+        .headers()
+        .map(|headers| headers.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default();
+    envelope::decode(record.payload(), headers).map_err(RecordError::Undecodable)
+}

@@ -1,0 +1,117 @@
+//! The Kafka clients: their settings, and the consumer's callbacks
+//! (consumer-lag gauges from statistics; a rebalance hands partitions to
+//! and takes them from the workers).
+
+use std::sync::Arc;
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::metrics;
+use crate::partition::Workers;
+
+pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", &kafka.group_id)
+        .set("auto.offset.reset", &kafka.auto_offset_reset)
+        // Offsets are stored by the workers once an event is finished; the
+        // auto-commit only sends what was stored.
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.partition.eof", "false")
+        // librdkafka stops fetching a partition whose local queue is full,
+        // for a second by default: long enough for eddy to drain it and sit
+        // idle. Look again soon instead.
+        .set("fetch.queue.backoff.ms", "10")
+        // Partitions move one at a time on a rebalance; the others keep
+        // flowing.
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", "5000");
+    for (name, value) in &kafka.consumer {
+        config.set(name, value);
+    }
+    config
+}
+
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        // Workers produce a batch's follow-ups together and await the
+        // acknowledgements after: lingering would only add latency.
+        .set("linger.ms", "0");
+    for (name, value) in &kafka.producer {
+        config.set(name, value);
+    }
+    config
+}
+
+/// Commits the stored offsets; having nothing to commit is fine.
+pub fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>, when: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::error!("offset commit {when} failed: {e}"),
+    }
+}
+
+/// librdkafka callbacks: statistics become the consumer-lag gauges; an
+/// assign hands partitions to the workers, a revoke stops their workers and
+/// commits their finished work before they move.
+pub struct EddyContext {
+    pub workers: Arc<Workers>,
+}
+
+impl ClientContext for EddyContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                // Behind what eddy finished; before anything is stored, behind
+                // the committed offset.
+                let lag = if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    p.consumer_lag
+                };
+                if *partition >= 0 && p.desired && lag >= 0 {
+                    metrics::consumer_lag(topic, *partition, lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for EddyContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(list) => {
+                let partitions = partitions_of(list);
+                self.workers.revoke(&partitions);
+                commit(consumer, "before giving up partitions");
+                tracing::info!(?partitions, "partitions revoked; finished work committed");
+            }
+            Rebalance::Assign(list) => {
+                let partitions = partitions_of(list);
+                self.workers.assign(&partitions);
+                tracing::info!(?partitions, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::error!("rebalance failed: {e}"),
+        }
+    }
+}
+
+/// The (topic, partition) pairs of a rebalance's list.
+fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
+    list.elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect()
+}

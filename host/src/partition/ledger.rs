@@ -1,0 +1,177 @@
+//! The in-flight ledger of one partition: which offset may be stored.
+//!
+//! Records enter in offset order, as the worker takes them, and complete in
+//! any order: a record completes when its follow-ups are acknowledged, its
+//! dead letter is acknowledged, or it needed nothing (no route, nothing
+//! published). The ledger answers one question: the offset to store next,
+//! one past the newest record that completed with every record before it.
+//! That offset never passes an unfinished record and never goes backwards.
+//!
+//! There is no Kafka here: the worker feeds the ledger and stores what it
+//! says, so the rule is tested on its own (unit and property tests below).
+
+use std::collections::VecDeque;
+
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Records entered and not yet passed, oldest first: (offset, completed).
+    open: VecDeque<(i64, bool)>,
+    /// The newest offset entered, so entries are checked to be in order.
+    newest: Option<i64>,
+    /// One past the newest record passed: the offset to store.
+    passed: Option<i64>,
+    /// What [`Ledger::next_to_store`] last returned.
+    given: Option<i64>,
+}
+
+impl Ledger {
+    /// A record taken at `offset`. Offsets of a partition only grow (they
+    /// may skip numbers: compaction, transaction markers); an entry that is
+    /// not after the last one is refused and `false` is returned.
+    pub fn enter(&mut self, offset: i64) -> bool {
+        if self.newest.is_some_and(|newest| offset <= newest) {
+            return false;
+        }
+        self.newest = Some(offset);
+        self.open.push_back((offset, false));
+        true
+    }
+
+    /// The record at `offset` is finished. `false` if it was never entered
+    /// or was passed already.
+    pub fn complete(&mut self, offset: i64) -> bool {
+        let Ok(at) = self.open.binary_search_by_key(&offset, |(o, _)| *o) else {
+            return false;
+        };
+        self.open[at].1 = true;
+        while let Some(&(oldest, true)) = self.open.front() {
+            self.passed = Some(oldest + 1);
+            self.open.pop_front();
+        }
+        true
+    }
+
+    /// The offset to store (the next one to read), if it moved since the
+    /// last call.
+    pub fn next_to_store(&mut self) -> Option<i64> {
+        if self.passed == self.given {
+            return None;
+        }
+        self.given = self.passed;
+        self.passed
+    }
+
+    /// Records entered and not yet passed.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn nothing_to_store_until_the_oldest_completes() {
+        let mut ledger = Ledger::default();
+        for offset in [10, 11, 12] {
+            assert!(ledger.enter(offset));
+        }
+        assert_eq!(ledger.next_to_store(), None);
+        ledger.complete(12);
+        ledger.complete(11);
+        assert_eq!(ledger.next_to_store(), None, "10 is still in flight");
+        ledger.complete(10);
+        assert_eq!(ledger.next_to_store(), Some(13));
+        assert_eq!(ledger.next_to_store(), None, "said once");
+        assert_eq!(ledger.open(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_passed_over() {
+        let mut ledger = Ledger::default();
+        for offset in [3, 7, 20] {
+            ledger.enter(offset);
+        }
+        ledger.complete(3);
+        assert_eq!(ledger.next_to_store(), Some(4));
+        ledger.complete(7);
+        assert_eq!(ledger.next_to_store(), Some(8));
+        ledger.complete(20);
+        assert_eq!(ledger.next_to_store(), Some(21));
+    }
+
+    #[test]
+    fn entries_out_of_order_and_unknown_completions_are_refused() {
+        let mut ledger = Ledger::default();
+        assert!(ledger.enter(5));
+        assert!(!ledger.enter(5));
+        assert!(!ledger.enter(4));
+        assert!(!ledger.complete(6), "never entered");
+        assert!(ledger.complete(5));
+        assert!(!ledger.complete(5), "passed already");
+        assert_eq!(ledger.next_to_store(), Some(6));
+    }
+
+    /// Records at increasing offsets (gaps of 1 to 3), and an order in
+    /// which they complete.
+    fn records_and_order() -> impl Strategy<Value = (Vec<i64>, Vec<usize>)> {
+        (1usize..200).prop_flat_map(|n| {
+            let offsets = proptest::collection::vec(1i64..4, n).prop_map(|gaps| {
+                gaps.iter()
+                    .scan(0i64, |at, gap| {
+                        *at += gap;
+                        Some(*at)
+                    })
+                    .collect::<Vec<i64>>()
+            });
+            let order = Just((0..n).collect::<Vec<usize>>()).prop_shuffle();
+            (offsets, order)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_stored_offset_never_passes_an_unfinished_record_nor_goes_back(
+            (offsets, order) in records_and_order(),
+            entered_up_front in 0usize..200,
+        ) {
+            let mut ledger = Ledger::default();
+            let mut done = vec![false; offsets.len()];
+            let mut entered = 0;
+            let mut last_stored: Option<i64> = None;
+            // Records enter in order, some before any completes and the
+            // rest as completions go on: a record completes only once entered.
+            let mut pending = order.into_iter().peekable();
+            while let Some(&index) = pending.peek() {
+                if entered <= index || entered < entered_up_front.min(offsets.len()) {
+                    prop_assert!(ledger.enter(offsets[entered]));
+                    entered += 1;
+                    continue;
+                }
+                pending.next();
+                prop_assert!(ledger.complete(offsets[index]));
+                done[index] = true;
+                if let Some(stored) = ledger.next_to_store() {
+                    prop_assert!(last_stored.is_none_or(|last| stored > last), "went back");
+                    // Every record below it is finished; the first one at or
+                    // above it is not.
+                    for (i, &offset) in offsets[..entered].iter().enumerate() {
+                        if offset < stored {
+                            prop_assert!(done[i], "passed unfinished offset {offset}");
+                        }
+                    }
+                    let first_open = (0..entered).find(|&i| !done[i]);
+                    if let Some(i) = first_open {
+                        prop_assert!(offsets[i] >= stored);
+                    }
+                    last_stored = Some(stored);
+                }
+            }
+            prop_assert_eq!(ledger.open(), 0);
+            prop_assert_eq!(last_stored, offsets.last().map(|o| o + 1));
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! A partition's worker: takes the partition's records in order, in
+//! batches. Each batch runs on a blocking thread, where the handlers run,
+//! and comes back with what they published. Follow-ups are produced at
+//! once and their acknowledgements awaited together (up to
+//! [`MAX_IN_FLIGHT`] records); the [`Ledger`] says which offset may be
+//! stored as records complete. A record that failed or is to be
+//! dead-lettered goes the slow way (`retry`): what was produced before it
+//! is settled first, then it is retried or dead-lettered, in order.
+//!
+//! When its token is cancelled (revoke, shutdown) the worker takes no
+//! further record: the batch in hand ends after its current handler and
+//! what it handled is produced; a retry or a dead-letter write stops at
+//! its next wait. Then the worker waits, at most [`DRAIN_WAIT`], for the
+//! acknowledgements of what it produced, stores the offsets of what
+//! finished, and ends. Records it had not finished were never stored: the
+//! partition's next owner reads them again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Cancelled, Lease, Ledger, Start};
+use crate::app::Pipeline;
+use crate::dispatch::{self, Instances, Ran};
+use crate::produce::{self, Sent};
+use crate::reload::Snapshot;
+use crate::retry;
+
+/// Records run per hop to a blocking thread.
+const BATCH: usize = 256;
+/// Handled records whose follow-ups may await Kafka's acknowledgement at once.
+const MAX_IN_FLIGHT: usize = 4096;
+/// Longest a stopping worker waits for the acknowledgements of what it
+/// produced.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Worker {
+    pipeline: Arc<Pipeline>,
+    topic: String,
+    partition: i32,
+    token: CancellationToken,
+    lease: Lease,
+    ledger: Ledger,
+    /// Records taken from the fetch loop, not yet run.
+    queue: VecDeque<OwnedMessage>,
+    /// Handled records whose follow-ups await acknowledgement, oldest first.
+    in_flight: VecDeque<InFlight>,
+    instances: Instances,
+}
+
+struct InFlight {
+    offset: i64,
+    sent: Vec<Sent>,
+}
+
+impl Worker {
+    /// The worker's task: waits for the partition's previous worker to end,
+    /// works until told to stop or let go of, then winds down.
+    pub async fn run(pipeline: Arc<Pipeline>, start: Start) {
+        let _ended = start.ended.drop_guard();
+        let (id, topic, partition) = (start.id, start.topic, start.partition);
+        if let Some(previous) = start.previous {
+            tracing::info!(
+                worker = id,
+                topic,
+                partition,
+                "waiting for the partition's previous worker to end"
+            );
+            tokio::select! {
+                _ = previous.cancelled() => {}
+                _ = start.cancel.cancelled() => return,
+            }
+        }
+        tracing::info!(worker = id, topic, partition, "partition worker started");
+        let mut worker = Worker {
+            pipeline,
+            topic,
+            partition,
+            token: start.cancel,
+            lease: start.lease,
+            ledger: Ledger::default(),
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            instances: Instances::new(),
+        };
+        let mut records = start.records;
+        // Cancelled, let go of by the fetch loop, or a batch thread failed:
+        // wound down the same way.
+        let _ = worker.work(&mut records).await;
+        worker.wind_down().await;
+        tracing::info!(
+            worker = id,
+            topic = worker.topic,
+            partition = worker.partition,
+            "partition worker ended"
+        );
+    }
+
+    async fn work(&mut self, records: &mut mpsc::Receiver<OwnedMessage>) -> Result<(), Cancelled> {
+        loop {
+            self.reap();
+            if self.token.is_cancelled() {
+                return Err(Cancelled);
+            }
+            if self.in_flight.len() >= MAX_IN_FLIGHT {
+                self.settle_oldest().await?;
+                continue;
+            }
+            if !self.fill(records).await? {
+                return Ok(());
+            }
+            // One snapshot per batch: a reload applies from the next batch on.
+            let snapshot = self.pipeline.state.load_full();
+            let batch: Vec<OwnedMessage> =
+                self.queue.drain(..self.queue.len().min(BATCH)).collect();
+            let Some((ran, rest)) = self.run_batch(&snapshot, batch).await else {
+                return Ok(());
+            };
+            for record in rest.into_iter().rev() {
+                self.queue.push_front(record);
+            }
+            // Even if the worker was told to stop meanwhile, what the batch
+            // handled is handed to the producer (that does not wait); a
+            // record that needs the slow way stops at its first wait.
+            for ran in ran {
+                self.finish(ran, &snapshot).await?;
+            }
+        }
+    }
+
+    /// Tops the queue up from the fetch loop. With nothing queued it settles
+    /// the oldest in-flight record, or waits for records. `false` when the
+    /// fetch loop has let go of the partition and nothing is queued.
+    async fn fill(
+        &mut self,
+        records: &mut mpsc::Receiver<OwnedMessage>,
+    ) -> Result<bool, Cancelled> {
+        loop {
+            while self.queue.len() < BATCH {
+                let Ok(record) = records.try_recv() else {
+                    break;
+                };
+                self.take(record);
+            }
+            if !self.queue.is_empty() {
+                return Ok(true);
+            }
+            if !self.in_flight.is_empty() {
+                self.settle_oldest().await?;
+                self.reap();
+                continue;
+            }
+            let mut incoming = Vec::with_capacity(BATCH);
+            let received = tokio::select! {
+                _ = self.token.cancelled() => return Err(Cancelled),
+                received = records.recv_many(&mut incoming, BATCH) => received,
+            };
+            if received == 0 {
+                return Ok(false);
+            }
+            for record in incoming {
+                self.take(record);
+            }
+        }
+    }
+
+    fn take(&mut self, record: OwnedMessage) {
+        if self.ledger.enter(record.offset()) {
+            self.queue.push_back(record);
+        } else {
+            tracing::warn!(
+                topic = self.topic,
+                partition = self.partition,
+                offset = record.offset(),
+                "record not after the one before it; passed over"
+            );
+        }
+    }
+
+    /// Runs a batch on a blocking thread. Awaited even when the worker is
+    /// told to stop: nothing of a worker may outlive it, and the batch looks
+    /// at the token between records, so it ends after the handler in hand.
+    /// `None` if the thread failed (nothing of the batch was stored).
+    async fn run_batch(
+        &mut self,
+        snapshot: &Arc<Snapshot>,
+        batch: Vec<OwnedMessage>,
+    ) -> Option<(Vec<Ran>, Vec<OwnedMessage>)> {
+        let mut instances = std::mem::take(&mut self.instances);
+        let (runtime, snapshot, token) = (
+            self.pipeline.runtime.clone(),
+            snapshot.clone(),
+            self.token.clone(),
+        );
+        let task = tokio::task::spawn_blocking(move || {
+            let ran = dispatch::run_batch(&runtime, &snapshot, &token, batch, &mut instances);
+            (ran, instances)
+        });
+        match task.await {
+            Ok((ran, instances)) => {
+                self.instances = instances;
+                Some(ran)
+            }
+            Err(e) => {
+                tracing::error!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    "the thread running a batch of handlers failed: {e}"
+                );
+                None
+            }
+        }
+    }
+
+    /// Takes a record from its first pass on: produces what it published,
+    /// or goes the slow way.
+    async fn finish(&mut self, ran: Ran, snapshot: &Snapshot) -> Result<(), Cancelled> {
+        let offset = ran.record.offset();
+        if ran.finished() {
+            let mut sent = Vec::new();
+            for (plugin, follow_ups) in ran.handled {
+                produce::produce(
+                    &self.pipeline.producer,
+                    &self.token,
+                    &plugin,
+                    follow_ups,
+                    &mut sent,
+                )
+                .await?;
+            }
+            if sent.is_empty() {
+                self.ledger.complete(offset);
+            } else {
+                self.in_flight.push_back(InFlight { offset, sent });
+            }
+            return Ok(());
+        }
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        retry::finish(&self.pipeline, &self.token, ran, snapshot).await?;
+        self.ledger.complete(offset);
+        Ok(())
+    }
+
+    /// Waits until the oldest in-flight record's follow-ups are all
+    /// acknowledged (producing again any Kafka failed), and completes it.
+    async fn settle_oldest(&mut self) -> Result<(), Cancelled> {
+        let Some(oldest) = self.in_flight.front_mut() else {
+            return Ok(());
+        };
+        produce::settle(&self.pipeline.producer, &self.token, &mut oldest.sent).await?;
+        if let Some(done) = self.in_flight.pop_front() {
+            self.ledger.complete(done.offset);
+        }
+        Ok(())
+    }
+
+    /// Completes the oldest records whose follow-ups are all acknowledged,
+    /// without waiting, and stores the offset the ledger allows.
+    fn reap(&mut self) {
+        while let Some(oldest) = self.in_flight.front_mut() {
+            if !produce::acknowledged_now(&mut oldest.sent) {
+                break;
+            }
+            if let Some(done) = self.in_flight.pop_front() {
+                self.ledger.complete(done.offset);
+            }
+        }
+        self.store();
+    }
+
+    /// The worker is ending: waits, at most [`DRAIN_WAIT`], for the
+    /// acknowledgements of what it produced, and stores what finished.
+    async fn wind_down(&mut self) {
+        let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+        while let Some(oldest) = self.in_flight.front_mut() {
+            if !produce::acknowledged_by(&mut oldest.sent, deadline).await {
+                break;
+            }
+            if let Some(done) = self.in_flight.pop_front() {
+                self.ledger.complete(done.offset);
+            }
+        }
+        self.store();
+        if self.ledger.open() > 0 {
+            tracing::debug!(
+                topic = self.topic,
+                partition = self.partition,
+                unfinished = self.ledger.open(),
+                "records left for the partition's next owner"
+            );
+        }
+    }
+
+    /// Stores the offset the ledger allows, while the worker holds the lease.
+    fn store(&mut self) {
+        let Some(offset) = self.ledger.next_to_store() else {
+            return;
+        };
+        let (topic, partition) = (self.topic.as_str(), self.partition);
+        self.lease.store(|| {
+            let mut finished = TopicPartitionList::new();
+            let stored = finished
+                .add_partition_offset(topic, partition, Offset::Offset(offset))
+                .and_then(|()| self.pipeline.consumer.store_offsets(&finished));
+            if let Err(e) = stored {
+                // The partition was revoked meanwhile; its new owner handles
+                // the records again (at-least-once).
+                tracing::warn!(topic, partition, offset, "cannot store offset: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! The slow way through: a record whose first pass stopped short is taken
+//! to its end here — retried with backoff, or dead-lettered — while its
+//! partition waits. Every wait selects on the worker's token.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rdkafka::Message;
+use rdkafka::message::OwnedMessage;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::app::Pipeline;
+use crate::bindings::{Delivery, Event};
+use crate::dead_letter::{self, RecordError};
+use crate::dispatch::Ran;
+use crate::metrics::{self, Tally};
+use crate::partition::{Cancelled, pause};
+use crate::produce;
+use crate::reload::{Handler, Snapshot};
+use crate::runtime::{Failure, FailureKind, Outcome};
+
+/// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`], with jitter.
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Exponential backoff for attempt `n` (1-based) with ±25 % jitter.
+pub fn backoff(n: u32) -> Duration {
+    let exponential = BASE_BACKOFF.saturating_mul(1 << n.saturating_sub(1).min(16));
+    let capped = exponential.min(MAX_BACKOFF);
+    capped.mul_f64(rand::rng().random_range(0.75..=1.25))
+}
+
+/// Takes a record whose first pass stopped short to its end: the dead
+/// letter of a record that is not an event; else the follow-ups of the
+/// plugins that handled it, then retries or a dead letter for the plugin
+/// that failed and each plugin after it.
+pub async fn finish(
+    pipeline: &Pipeline,
+    token: &CancellationToken,
+    ran: Ran,
+    snapshot: &Snapshot,
+) -> Result<(), Cancelled> {
+    let record = &ran.record;
+    let span = tracing::info_span!(
+        "record",
+        topic = record.topic(),
+        partition = record.partition(),
+        offset = record.offset()
+    );
+    async {
+        let event = match ran.event {
+            Ok(event) => event,
+            Err(error) => {
+                let topic = dead_letter::topic_for(None, record.topic());
+                return dead_letter::write(&pipeline.producer, token, record, &topic, &error, 0)
+                    .await;
+            }
+        };
+        let mut sent = Vec::new();
+        for (plugin, follow_ups) in ran.handled {
+            produce::produce(&pipeline.producer, token, &plugin, follow_ups, &mut sent).await?;
+        }
+        produce::settle(&pipeline.producer, token, &mut sent).await?;
+        let stopped = ran.stopped.unwrap_or_default();
+        let mut first = stopped.failure;
+        for plugin in &stopped.left {
+            // The first attempt of the plugin that stopped the pass ran
+            // already; the plugins after it have not run.
+            deliver(
+                pipeline,
+                token,
+                record,
+                &event,
+                plugin,
+                snapshot,
+                first.take(),
+            )
+            .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
+            .await?;
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+/// Runs `plugin` on the event until it is handled (its follow-ups
+/// acknowledged) or dead-lettered. `first` is the failure of an attempt
+/// that ran already.
+async fn deliver(
+    pipeline: &Pipeline,
+    token: &CancellationToken,
+    record: &OwnedMessage,
+    event: &Arc<Event>,
+    plugin: &str,
+    snapshot: &Snapshot,
+    mut first: Option<Failure>,
+) -> Result<(), Cancelled> {
+    let settings = snapshot.settings(plugin);
+    let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
+    let loaded = match snapshot.handler(plugin) {
+        Some(Handler::Wasm(loaded)) => loaded.clone(),
+        #[cfg(feature = "bench-native")]
+        Some(Handler::Native) => {
+            crate::bench_native::handle(event);
+            return Ok(());
+        }
+        None => {
+            let error = RecordError::PluginMissing {
+                plugin: plugin.to_string(),
+                dir: snapshot.config.plugins.dir.clone(),
+            };
+            let topic = &dead_letter_topic;
+            return dead_letter::write(&pipeline.producer, token, record, topic, &error, 0).await;
+        }
+    };
+    let mut attempt: u32 = 1;
+    loop {
+        let outcome = match first.take() {
+            Some(failure) => Outcome::Failed(failure),
+            None => {
+                let delivery = Delivery {
+                    topic: record.topic().to_string(),
+                    partition: record.partition(),
+                    offset: record.offset(),
+                    key: record.key().map(<[u8]>::to_vec),
+                    attempt,
+                };
+                let (runtime, plugin, settings, event) = (
+                    pipeline.runtime.clone(),
+                    loaded.clone(),
+                    settings.clone(),
+                    event.clone(),
+                );
+                // Awaited even when the worker is told to stop: nothing of
+                // a worker outlives it, and `timeout_ms` bounds the attempt.
+                tokio::task::spawn_blocking(move || {
+                    let trigger = crate::runtime::Trigger {
+                        event: &event,
+                        delivery: &delivery,
+                    };
+                    runtime.invoke(&plugin, &settings, trigger, None)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Outcome::Failed(Failure {
+                        kind: FailureKind::Trap,
+                        message: format!("the host task running the handler failed: {e}"),
+                    })
+                })
+            }
+        };
+        if token.is_cancelled() {
+            return Err(Cancelled);
+        }
+        match outcome {
+            Outcome::Handled(follow_ups) => {
+                let count = follow_ups.len();
+                let mut tally = Tally::default();
+                tally.handled(
+                    plugin,
+                    &loaded.hash,
+                    follow_ups.iter().map(|f| f.topic.as_str()),
+                );
+                let mut sent = Vec::new();
+                produce::produce(&pipeline.producer, token, &loaded, follow_ups, &mut sent).await?;
+                produce::settle(&pipeline.producer, token, &mut sent).await?;
+                tally.flush(record.topic());
+                tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
+                return Ok(());
+            }
+            Outcome::Failed(failure) if failure.retryable() && attempt <= settings.max_retries => {
+                let delay = backoff(attempt);
+                metrics::handler_failed(plugin, &loaded.hash, failure.kind.as_str());
+                metrics::retried(plugin, record.topic(), failure.kind.as_str());
+                tracing::warn!(
+                    attempt,
+                    max_retries = settings.max_retries,
+                    "attempt failed, retrying in {delay:?}: {}",
+                    failure.reason()
+                );
+                pause(token, delay).await?;
+                attempt += 1;
+            }
+            Outcome::Failed(failure) => {
+                metrics::handler_failed(plugin, &loaded.hash, failure.kind.as_str());
+                let error = RecordError::Handler {
+                    plugin: plugin.to_string(),
+                    failure,
+                };
+                let topic = &dead_letter_topic;
+                return dead_letter::write(
+                    &pipeline.producer,
+                    token,
+                    record,
+                    topic,
+                    &error,
+                    attempt,
+                )
+                .await;
+            }
+        }
+    }
+}

@@ -60,6 +60,12 @@ pub struct PluginsConfig {
     /// reaching a plugin. Default 1 MiB.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Follow-ups of follow-ups an event may be (its `eddy-hops` header);
+    /// one that has come further is dead-lettered (`loop`): a plugin that
+    /// publishes to a topic it reads cannot multiply an event without end.
+    /// Default 16.
+    #[serde(default = "default_max_hops")]
+    pub max_hops: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,7 +114,8 @@ pub struct PluginSettings {
     /// Follow-ups one event may publish. Default 100.
     #[serde(default = "default_max_follow_ups")]
     pub max_follow_ups: usize,
-    /// Total bytes of the follow-ups of one event. Default 1 MiB.
+    /// Total bytes of the follow-ups of one event, keys included. Default
+    /// 512 KiB.
     #[serde(default = "default_max_follow_up_bytes")]
     pub max_follow_up_bytes: usize,
     /// Events one instance may serve before it is replaced by a fresh one.
@@ -161,14 +168,19 @@ fn default_memory_mb() -> u64 {
 fn default_max_retries() -> u32 {
     3
 }
+fn default_max_hops() -> u32 {
+    16
+}
 fn default_max_event_bytes() -> usize {
     1 << 20
 }
 fn default_max_follow_ups() -> usize {
     100
 }
+/// Below what the producer takes in one record (`message.max.bytes`,
+/// 1,000,000 by default), headers and framing included.
 fn default_max_follow_up_bytes() -> usize {
-    1 << 20
+    512 << 10
 }
 
 fn default_events_per_instance() -> u32 {

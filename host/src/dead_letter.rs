@@ -5,16 +5,17 @@ use std::fmt;
 use std::path::PathBuf;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::DecodeError;
-use crate::metrics;
 use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::Failure;
+use crate::text::OneLine;
+use crate::{headers, metrics};
 
 /// Why a record ends in its dead-letter topic.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ pub enum RecordError {
     TooLarge { size: usize, max: usize },
     /// A routed plugin has no usable file.
     PluginMissing { plugin: String, dir: PathBuf },
+    /// The event is a follow-up of follow-ups past `[plugins] max_hops`.
+    Loop { hops: u32, max: u32 },
     /// A plugin failed for good: `reject`, or out of retries.
     Handler { plugin: String, failure: Failure },
 }
@@ -37,6 +40,7 @@ impl RecordError {
             RecordError::Undecodable(_) => "undecodable",
             RecordError::TooLarge { .. } => "too-large",
             RecordError::PluginMissing { .. } => "plugin-missing",
+            RecordError::Loop { .. } => "loop",
             RecordError::Handler { failure, .. } => failure.kind.as_str(),
         }
     }
@@ -44,7 +48,9 @@ impl RecordError {
     /// The plugin it concerns; none when the record never reached one.
     pub fn plugin(&self) -> Option<&str> {
         match self {
-            RecordError::Undecodable(_) | RecordError::TooLarge { .. } => None,
+            RecordError::Undecodable(_)
+            | RecordError::TooLarge { .. }
+            | RecordError::Loop { .. } => None,
             RecordError::PluginMissing { plugin, .. } | RecordError::Handler { plugin, .. } => {
                 Some(plugin)
             }
@@ -64,6 +70,11 @@ impl fmt::Display for RecordError {
             RecordError::PluginMissing { plugin, dir } => {
                 write!(f, "no usable {plugin}.wasm in {}", dir.display())
             }
+            RecordError::Loop { hops, max } => write!(
+                f,
+                "the event is a follow-up {hops} deep, [plugins] max_hops is {max}: \
+                 a plugin may publish to a topic it reads"
+            ),
             RecordError::Handler { failure, .. } => f.write_str(&failure.message),
         }
     }
@@ -94,37 +105,36 @@ pub async fn write(
     tracing::error!(
         attempts,
         dead_letter_topic = topic,
-        "event dead-lettered: {error}"
+        "event dead-lettered: {}",
+        OneLine(&error.to_string())
     );
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = record.headers() {
-        for header in original.iter() {
-            headers = headers.insert(header);
-        }
-    }
     let reason = error.to_string();
     let partition = record.partition().to_string();
     let offset = record.offset().to_string();
     let attempts = attempts.to_string();
-    for (key, value) in [
+    let ours = [
         ("eddy-error", reason.as_str()),
         ("eddy-plugin", error.plugin().unwrap_or("")),
         ("eddy-original-topic", record.topic()),
         ("eddy-original-partition", &partition),
         ("eddy-original-offset", &offset),
         ("eddy-attempts", &attempts),
-    ] {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
+    ];
+    let at = format!(
+        "{}/{}/{}",
+        record.topic(),
+        record.partition(),
+        record.offset()
+    );
     let mut round: u32 = 0;
-    let mut value = record.payload();
+    // What the topic will not take is left out, in this order, each said in
+    // a header: the value, the key, the record's own headers.
+    let (mut value, mut key, mut own_headers) = (record.payload(), record.key(), true);
+    let mut omitted: Vec<(&str, String)> = Vec::new();
     loop {
-        let mut out: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(topic).headers(headers.clone());
-        if let Some(key) = record.key() {
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .headers(dead_letter_headers(record, own_headers, &ours, &omitted));
+        if let Some(key) = key {
             out = out.key(key);
         }
         if let Some(value) = value {
@@ -134,7 +144,7 @@ pub async fn write(
             _ = token.cancelled() => return Err(Cancelled),
             sent = producer.send(out, Timeout::Never) => sent,
         };
-        match sent {
+        let too_large = match &sent {
             Ok(_) => {
                 metrics::dead_lettered(
                     error.plugin().unwrap_or(""),
@@ -143,37 +153,78 @@ pub async fn write(
                 );
                 return Ok(());
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
-                if value.is_some() =>
-            {
-                let size = value.map_or(0, <[u8]>::len);
-                tracing::warn!(
-                    dead_letter_topic = topic,
-                    "the record ({size} bytes) is too large for the dead-letter topic; \
-                     writing it without its value"
-                );
-                value = None;
-                headers = headers.insert(Header {
-                    key: "eddy-value-omitted",
-                    value: Some(&format!(
-                        "{size} bytes, too large for this topic; the original is at {}/{}/{}",
-                        record.topic(),
-                        record.partition(),
-                        record.offset()
-                    )),
-                });
-            }
-            Err((e, _)) => {
-                round += 1;
-                tracing::error!(
-                    dead_letter_topic = topic,
-                    "cannot write the dead-letter record ({e}); partition {} of {} \
-                     will not advance until it can",
-                    record.partition(),
-                    record.topic()
-                );
-                pause(token, backoff(round)).await?;
+            Err((KafkaError::MessageProduction(code), _)) => matches!(
+                *code,
+                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+            ),
+            Err(_) => false,
+        };
+        if too_large && let Some(left_out) = value.take() {
+            omitted.push(("eddy-value-omitted", omission(left_out.len(), &at)));
+        } else if too_large && let Some(left_out) = key.take() {
+            omitted.push(("eddy-key-omitted", omission(left_out.len(), &at)));
+        } else if too_large && own_headers && record.headers().is_some() {
+            own_headers = false;
+            omitted.push((
+                "eddy-headers-omitted",
+                format!("too large for this topic; the originals are at {at}"),
+            ));
+        } else {
+            round += 1;
+            tracing::error!(
+                dead_letter_topic = topic,
+                "cannot write the dead-letter record ({}); partition {} of {} \
+                 will not advance until it can",
+                match &sent {
+                    Err((e, _)) => e.to_string(),
+                    Ok(_) => String::new(),
+                },
+                record.partition(),
+                record.topic()
+            );
+            pause(token, backoff(round)).await?;
+            continue;
+        }
+        tracing::warn!(
+            dead_letter_topic = topic,
+            "the dead-letter record is too large for its topic; {}",
+            omitted.last().map_or("", |(name, _)| name)
+        );
+    }
+}
+
+/// The `eddy-*-omitted` header's text.
+fn omission(size: usize, at: &str) -> String {
+    format!("{size} bytes, too large for this topic; the original is at {at}")
+}
+
+/// A dead letter's headers: the record's own (unless left out), as bytes (a
+/// name need not be UTF-8), but not its `eddy-*` ones: a record could forge
+/// `eddy-original-topic` and mislead whoever redrives the dead letters.
+/// Then eddy's own, and what was left out.
+fn dead_letter_headers(
+    record: &OwnedMessage,
+    own: bool,
+    ours: &[(&str, &str)],
+    omitted: &[(&str, String)],
+) -> OwnedHeaders {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = record.headers().filter(|_| own) {
+        for (name, value) in headers::each(original) {
+            if !name.starts_with(b"eddy-") {
+                headers::add(&mut headers, name, value);
             }
         }
     }
+    for (name, value) in ours
+        .iter()
+        .copied()
+        .chain(omitted.iter().map(|(n, v)| (*n, v.as_str())))
+    {
+        headers = headers.insert(Header {
+            key: name,
+            value: Some(value),
+        });
+    }
+    headers
 }

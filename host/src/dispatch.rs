@@ -6,15 +6,16 @@
 use std::sync::Arc;
 
 use rdkafka::Message;
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use tokio_util::sync::CancellationToken;
 
 use crate::bindings::{Delivery, Event};
 use crate::dead_letter::RecordError;
-use crate::envelope;
 use crate::metrics::Tally;
 use crate::reload::{Handler, Snapshot};
 use crate::runtime::{Failure, FollowUp, Outcome, Plugin, Runtime, Trigger, Warm};
+use crate::text::OneLine;
+use crate::{envelope, headers};
 
 /// The warm instances of one partition worker, by plugin name.
 pub type Instances = std::collections::HashMap<String, Option<Warm>>;
@@ -121,8 +122,8 @@ fn run_record(
             topic = record.topic(),
             partition = record.partition(),
             offset = record.offset(),
-            event_id = %event.event_id,
-            event_type = %event.event_type,
+            event_id = %OneLine(&event.event_id),
+            event_type = %OneLine(&event.event_type),
             "no route; skipped"
         );
     }
@@ -209,9 +210,14 @@ fn decode(snapshot: &Snapshot, record: &OwnedMessage) -> Result<Event, RecordErr
     if size > max {
         return Err(RecordError::TooLarge { size, max });
     }
-    let headers: Vec<(&str, Option<&[u8]>)> = record
-        .headers()
-        .map(|headers| headers.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default();
+    let hops = headers::hops(record.headers());
+    let max_hops = snapshot.config.plugins.max_hops;
+    if hops >= max_hops {
+        return Err(RecordError::Loop {
+            hops,
+            max: max_hops,
+        });
+    }
+    let headers = headers::text_named(record.headers());
     envelope::decode(record.payload(), headers).map_err(RecordError::Undecodable)
 }

@@ -440,4 +440,63 @@ mod tests {
         event.data = "{not json".into();
         assert!(encode_plain(&event).unwrap_err().contains("not JSON"));
     }
+
+    mod arbitrary {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Header names the decoder looks at, and some it does not.
+        fn header_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("content-type".to_string()),
+                Just("ce_specversion".to_string()),
+                Just("ce_id".to_string()),
+                Just("ce_type".to_string()),
+                Just("ce_source".to_string()),
+                Just("ce_time".to_string()),
+                "ce_[a-z]{0,12}",
+                ".{0,16}",
+            ]
+        }
+
+        /// Values: anything, JSON-ish text, and envelopes with wrong types.
+        fn value() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop_oneof![
+                Just(None),
+                proptest::collection::vec(any::<u8>(), 0..256).prop_map(Some),
+                "[{}\\[\\]\":,a-z0-9 ]{0,64}".prop_map(|s| Some(s.into_bytes())),
+                (any::<bool>(), ".{0,8}", 0i64..10).prop_map(|(b, s, n)| {
+                    Some(
+                        format!(
+                            r#"{{"event_id": {}, "event_type": "{s}", "data": {n}, "specversion": {b}}}"#,
+                            if b { format!("{n}") } else { format!("{s:?}") }
+                        )
+                        .into_bytes(),
+                    )
+                }),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_record_decodes_or_says_why(
+                value in value(),
+                headers in proptest::collection::vec(
+                    (header_name(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32))),
+                    0..6,
+                ),
+            ) {
+                let headers: Vec<(&str, Option<&[u8]>)> =
+                    headers.iter().map(|(n, v)| (n.as_str(), v.as_deref())).collect();
+                match decode(value.as_deref(), headers) {
+                    Ok(event) => {
+                        prop_assert!(!event.event_id.is_empty());
+                        prop_assert!(!event.event_type.is_empty());
+                    }
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+            }
+        }
+    }
 }

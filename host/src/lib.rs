@@ -22,6 +22,10 @@
 //! - `produce`: follow-ups to Kafka in order, and their acknowledgements;
 //! - `retry`: the slow way, retries with backoff or a dead letter;
 //! - `dead_letter`: why a record is dead-lettered, where, and the write;
+//! - `headers`: a record's headers as bytes (a name need not be UTF-8);
+//! - `clock`: the guest's monotonic clock, which cannot sleep past the
+//!   attempt's deadline;
+//! - `text`: outside text on one log line;
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
@@ -31,10 +35,12 @@ mod app;
 #[cfg(feature = "bench-native")]
 mod bench_native;
 mod bindings;
+mod clock;
 pub mod config;
 mod dead_letter;
 mod dispatch;
 pub mod envelope;
+mod headers;
 pub mod http;
 mod kafka;
 pub mod metrics;
@@ -47,6 +53,7 @@ mod retry;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
+mod text;
 
 pub use app::run;
 pub use bindings::{Delivery, Event};

@@ -6,20 +6,26 @@
 //! other on the way in. One that Kafka fails after the producer took it
 //! (librdkafka has retried it for `message.timeout.ms`) is produced again
 //! when the worker settles its record, which can be after newer ones.
+//!
+//! An error that producing again cannot cure (too large, no such topic, not
+//! authorised: [`permanent`]) is a [`Refused`]: the record's plugin failed,
+//! and the record is dead-lettered instead of holding its partition.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
+use crate::headers;
 use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::{FollowUp, Plugin};
+use crate::text::OneLine;
 
 /// First wait for room in a full producer queue; it doubles up to
 /// [`QUEUE_FULL_MAX_WAIT`]. Acknowledgements empty the queue in
@@ -27,10 +33,59 @@ use crate::runtime::{FollowUp, Plugin};
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 const QUEUE_FULL_MAX_WAIT: Duration = Duration::from_millis(50);
 
+/// Why follow-ups were not all taken.
+#[derive(Debug)]
+pub enum NotTaken {
+    Cancelled,
+    Refused(Refused),
+}
+
+/// A follow-up Kafka will never take: the plugin that published it failed.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub plugin: String,
+    pub topic: String,
+    pub error: String,
+}
+
+impl Refused {
+    /// The failure's message: `follow-up to <topic> refused: <error>`.
+    pub fn reason(&self) -> String {
+        format!("follow-up to {} refused: {}", self.topic, self.error)
+    }
+}
+
+impl From<Cancelled> for NotTaken {
+    fn from(_: Cancelled) -> NotTaken {
+        NotTaken::Cancelled
+    }
+}
+
+/// Whether Kafka will never take a record it refused with `code`.
+pub fn permanent(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        MessageSizeTooLarge
+            | InvalidMessageSize
+            | InvalidMessage
+            | InvalidRecord
+            | UnknownTopic
+            | UnknownPartition
+            | UnknownTopicOrPartition
+            | InvalidTopic
+            | TopicAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | PolicyViolation
+            | InvalidArgument
+    )
+}
+
 /// A follow-up handed to the producer.
 pub struct Sent {
     follow_up: FollowUp,
     plugin: Arc<Plugin>,
+    hops: u32,
     ack: Ack,
 }
 
@@ -39,33 +94,46 @@ enum Ack {
     Done,
     /// Kafka answered with an error: to be produced again.
     Failed,
+    /// Kafka answered with an error producing again cannot cure.
+    Refused(String),
+}
+
+/// What the acknowledgements of a record's follow-ups came to, so far.
+pub enum Acks {
+    Done,
+    Waiting,
+    /// One was refused for good: settling the record dead-letters it.
+    Refused,
 }
 
 /// Hands `plugin`'s follow-ups to the producer, in order, without waiting
 /// for Kafka's acknowledgements; appends them to `sent`.
+/// `cause` is the record they follow; they are one hop deeper.
 pub async fn produce(
     producer: &FutureProducer,
     token: &CancellationToken,
+    cause: &OwnedMessage,
     plugin: &Arc<Plugin>,
     follow_ups: Vec<FollowUp>,
     sent: &mut Vec<Sent>,
-) -> Result<(), Cancelled> {
+) -> Result<(), NotTaken> {
+    let hops = headers::hops(cause.headers()).saturating_add(1);
     for follow_up in follow_ups {
-        let ack = Ack::Waiting(enqueue(producer, token, &follow_up, plugin).await?);
+        let ack = Ack::Waiting(enqueue(producer, token, &follow_up, plugin, hops).await?);
         sent.push(Sent {
             follow_up,
             plugin: plugin.clone(),
+            hops,
             ack,
         });
     }
     Ok(())
 }
 
-/// Whether every follow-up in `sent` is acknowledged, looking without
-/// waiting.
-pub fn acknowledged_now(sent: &mut [Sent]) -> bool {
+/// What the acknowledgements of `sent` came to, looking without waiting.
+pub fn acknowledged_now(sent: &mut [Sent]) -> Acks {
     let mut all = true;
-    for sent in sent {
+    for sent in sent.iter_mut() {
         if let Ack::Waiting(ack) = &mut sent.ack {
             match ack.now_or_never() {
                 Some(result) => sent.ack = outcome(&sent.follow_up, result),
@@ -74,36 +142,73 @@ pub fn acknowledged_now(sent: &mut [Sent]) -> bool {
         }
         all &= matches!(sent.ack, Ack::Done);
     }
-    all
+    if refusal(sent).is_some() {
+        Acks::Refused
+    } else if all {
+        Acks::Done
+    } else {
+        Acks::Waiting
+    }
+}
+
+/// The first follow-up of `sent` Kafka refused for good, if any.
+fn refusal(sent: &[Sent]) -> Option<Refused> {
+    sent.iter().find_map(|sent| match &sent.ack {
+        Ack::Refused(error) => Some(Refused {
+            plugin: sent.plugin.name.clone(),
+            topic: sent.follow_up.topic.clone(),
+            error: error.clone(),
+        }),
+        _ => None,
+    })
 }
 
 /// Waits until every follow-up in `sent` is acknowledged, producing again,
-/// in order, any Kafka failed.
+/// in order, any Kafka failed. A refusal stops the wait: the rest no
+/// longer matter, the record fails.
 pub async fn settle(
     producer: &FutureProducer,
     token: &CancellationToken,
     sent: &mut [Sent],
-) -> Result<(), Cancelled> {
-    for sent in sent {
+) -> Result<(), NotTaken> {
+    if let Some(refused) = refusal(sent) {
+        return Err(NotTaken::Refused(refused));
+    }
+    for index in 0..sent.len() {
+        let one = &mut sent[index];
         loop {
-            match std::mem::replace(&mut sent.ack, Ack::Failed) {
+            match std::mem::replace(&mut one.ack, Ack::Failed) {
                 Ack::Done => {
-                    sent.ack = Ack::Done;
+                    one.ack = Ack::Done;
                     break;
+                }
+                Ack::Refused(error) => {
+                    one.ack = Ack::Refused(error);
+                    let refused = refusal(sent).expect("a refusal was just put back");
+                    return Err(NotTaken::Refused(refused));
                 }
                 Ack::Waiting(mut ack) => {
                     let result = tokio::select! {
                         _ = token.cancelled() => {
-                            sent.ack = Ack::Waiting(ack);
-                            return Err(Cancelled);
+                            one.ack = Ack::Waiting(ack);
+                            return Err(NotTaken::Cancelled);
                         }
                         result = &mut ack => result,
                     };
-                    sent.ack = outcome(&sent.follow_up, result);
+                    one.ack = outcome(&one.follow_up, result);
                 }
                 Ack::Failed => {
-                    let ack = enqueue(producer, token, &sent.follow_up, &sent.plugin).await?;
-                    sent.ack = Ack::Waiting(ack);
+                    match enqueue(producer, token, &one.follow_up, &one.plugin, one.hops).await {
+                        Ok(ack) => one.ack = Ack::Waiting(ack),
+                        Err(NotTaken::Refused(refused)) => {
+                            one.ack = Ack::Refused(refused.error.clone());
+                            return Err(NotTaken::Refused(refused));
+                        }
+                        Err(NotTaken::Cancelled) => {
+                            one.ack = Ack::Failed;
+                            return Err(NotTaken::Cancelled);
+                        }
+                    }
                 }
             }
         }
@@ -129,16 +234,17 @@ pub async fn acknowledged_by(sent: &mut [Sent], deadline: tokio::time::Instant) 
 }
 
 /// Hands one follow-up to the producer, waiting for room while its queue is
-/// full and retrying with backoff what it refuses.
+/// full and retrying with backoff what it refuses for now.
 async fn enqueue(
     producer: &FutureProducer,
     token: &CancellationToken,
     follow_up: &FollowUp,
     plugin: &Plugin,
-) -> Result<DeliveryFuture, Cancelled> {
+    hops: u32,
+) -> Result<DeliveryFuture, NotTaken> {
     let mut record = FutureRecord::to(&follow_up.topic)
         .payload(&follow_up.payload)
-        .headers(headers(plugin));
+        .headers(follow_up_headers(plugin, hops));
     if let Some(key) = &follow_up.key {
         record = record.key(key);
     }
@@ -152,12 +258,19 @@ async fn enqueue(
                 pause(token, full_wait).await?;
                 full_wait = (full_wait * 2).min(QUEUE_FULL_MAX_WAIT);
             }
+            Err((KafkaError::MessageProduction(code), _)) if permanent(code) => {
+                return Err(NotTaken::Refused(Refused {
+                    plugin: plugin.name.clone(),
+                    topic: follow_up.topic.clone(),
+                    error: format!("{code:?}"),
+                }));
+            }
             Err((e, back)) => {
                 record = back;
                 refusals += 1;
                 tracing::warn!(
                     topic = %follow_up.topic,
-                    event_id = %follow_up.event_id,
+                    event_id = %OneLine(&follow_up.event_id),
                     "follow-up not taken by the producer, retrying: {e}"
                 );
                 pause(token, backoff(refusals)).await?;
@@ -173,10 +286,18 @@ fn outcome(
 ) -> Ack {
     match result {
         Ok(Ok(_)) => Ack::Done,
+        Ok(Err((KafkaError::MessageProduction(code), _))) if permanent(code) => {
+            tracing::error!(
+                topic = %follow_up.topic,
+                event_id = %OneLine(&follow_up.event_id),
+                "follow-up refused by Kafka for good: {code:?}"
+            );
+            Ack::Refused(format!("{code:?}"))
+        }
         Ok(Err((e, _))) => {
             tracing::error!(
                 topic = %follow_up.topic,
-                event_id = %follow_up.event_id,
+                event_id = %OneLine(&follow_up.event_id),
                 "follow-up not acknowledged, retrying: {e}"
             );
             Ack::Failed
@@ -184,7 +305,7 @@ fn outcome(
         Err(_) => {
             tracing::error!(
                 topic = %follow_up.topic,
-                event_id = %follow_up.event_id,
+                event_id = %OneLine(&follow_up.event_id),
                 "the producer dropped a follow-up, retrying"
             );
             Ack::Failed
@@ -193,8 +314,8 @@ fn outcome(
 }
 
 /// The headers every follow-up of `plugin` carries.
-fn headers(plugin: &Plugin) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(3)
+fn follow_up_headers(plugin: &Plugin, hops: u32) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(4)
         .insert(Header {
             key: "content-type",
             value: Some("application/json"),
@@ -206,5 +327,9 @@ fn headers(plugin: &Plugin) -> OwnedHeaders {
         .insert(Header {
             key: "eddy-plugin-version",
             value: Some(&plugin.hash),
+        })
+        .insert(Header {
+            key: headers::HOPS,
+            value: Some(&hops.to_string()),
         })
 }

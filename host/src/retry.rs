@@ -17,9 +17,10 @@ use crate::dead_letter::{self, RecordError};
 use crate::dispatch::Ran;
 use crate::metrics::{self, Tally};
 use crate::partition::{Cancelled, pause};
-use crate::produce;
+use crate::produce::{self, NotTaken, Refused};
 use crate::reload::{Handler, Snapshot};
 use crate::runtime::{Failure, FailureKind, Outcome};
+use crate::text::OneLine;
 
 /// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`], with jitter.
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
@@ -59,10 +60,27 @@ pub async fn finish(
             }
         };
         let mut sent = Vec::new();
+        let mut refused = None;
         for (plugin, follow_ups) in ran.handled {
-            produce::produce(&pipeline.producer, token, &plugin, follow_ups, &mut sent).await?;
+            let produced = produce::produce(
+                &pipeline.producer,
+                token,
+                record,
+                &plugin,
+                follow_ups,
+                &mut sent,
+            )
+            .await;
+            if let Err(not_taken) = produced {
+                refused.get_or_insert(refusal(not_taken)?);
+            }
         }
-        produce::settle(&pipeline.producer, token, &mut sent).await?;
+        if let Err(not_taken) = produce::settle(&pipeline.producer, token, &mut sent).await {
+            refused.get_or_insert(refusal(not_taken)?);
+        }
+        if let Some(refused) = refused {
+            dead_letter_refused(pipeline, token, record, snapshot, refused, 1).await?;
+        }
         let stopped = ran.stopped.unwrap_or_default();
         let mut first = stopped.failure;
         for plugin in &stopped.left {
@@ -77,7 +95,7 @@ pub async fn finish(
                 snapshot,
                 first.take(),
             )
-            .instrument(tracing::info_span!("plugin", plugin, event_id = %event.event_id))
+            .instrument(tracing::info_span!("plugin", plugin, event_id = %OneLine(&event.event_id)))
             .await?;
         }
         Ok(())
@@ -165,8 +183,20 @@ async fn deliver(
                     follow_ups.iter().map(|f| f.topic.as_str()),
                 );
                 let mut sent = Vec::new();
-                produce::produce(&pipeline.producer, token, &loaded, follow_ups, &mut sent).await?;
-                produce::settle(&pipeline.producer, token, &mut sent).await?;
+                let producer = &pipeline.producer;
+                let produced =
+                    produce::produce(producer, token, record, &loaded, follow_ups, &mut sent).await;
+                let taken = match produced {
+                    Ok(()) => produce::settle(producer, token, &mut sent).await,
+                    Err(not_taken) => Err(not_taken),
+                };
+                if let Err(not_taken) = taken {
+                    let refused = refusal(not_taken)?;
+                    return dead_letter_refused(
+                        pipeline, token, record, snapshot, refused, attempt,
+                    )
+                    .await;
+                }
                 tally.flush(record.topic());
                 tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
                 return Ok(());
@@ -203,4 +233,35 @@ async fn deliver(
             }
         }
     }
+}
+
+/// The refusal in `not_taken`, or the cancellation.
+fn refusal(not_taken: NotTaken) -> Result<Refused, Cancelled> {
+    match not_taken {
+        NotTaken::Cancelled => Err(Cancelled),
+        NotTaken::Refused(refused) => Ok(refused),
+    }
+}
+
+/// Dead-letters `record` for the plugin whose follow-up Kafka refused for
+/// good: producing it again cannot help, so it is not retried.
+pub async fn dead_letter_refused(
+    pipeline: &Pipeline,
+    token: &CancellationToken,
+    record: &OwnedMessage,
+    snapshot: &Snapshot,
+    refused: Refused,
+    attempts: u32,
+) -> Result<(), Cancelled> {
+    let topic = snapshot
+        .settings(&refused.plugin)
+        .dead_letter_topic_for(record.topic());
+    let error = RecordError::Handler {
+        failure: Failure {
+            kind: FailureKind::FollowUpRefused,
+            message: refused.reason(),
+        },
+        plugin: refused.plugin,
+    };
+    dead_letter::write(&pipeline.producer, token, record, &topic, &error, attempts).await
 }

@@ -18,18 +18,26 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::error::Context;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimits, StoreLimitsBuilder, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap,
 };
+use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Delivery, Event, HandlerError, HandlerPre, Level, PublishError};
+use crate::clock::{self, DeadlineClock, SleptPastDeadline};
 use crate::config::{MAX_MEMORY_MB, PluginSettings};
 use crate::output::GuestOutput;
+use crate::text::OneLine;
 use crate::{envelope, metrics};
 
 /// How often the epoch advances; deadlines are rounded up to it.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
+/// Longest `retry`/`reject` reason kept from a handler.
+const MAX_REASON_BYTES: usize = 1024;
+/// `log` lines of one event that reach the host's log, and their length.
+const MAX_LOG_LINES: u32 = 100;
+const MAX_LOG_LINE_BYTES: usize = 4096;
 /// Bytes of guest stdout/stderr kept per event; the rest is dropped.
 const GUEST_OUTPUT_CAPACITY: usize = 64 * 1024;
 /// Instances (each several core instances and memories) alive at once.
@@ -78,6 +86,9 @@ pub enum FailureKind {
     Memory,
     /// The plugin could not be instantiated (e.g. the pool is exhausted).
     Instantiate,
+    /// Kafka refused, for good, a follow-up the handler published (too
+    /// large, no such topic, not authorised): retrying cannot help.
+    FollowUpRefused,
 }
 
 #[derive(Debug, Clone)]
@@ -96,13 +107,17 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Memory => "memory-limit",
             FailureKind::Instantiate => "instantiate",
+            FailureKind::FollowUpRefused => "follow-up-refused",
         }
     }
 }
 
 impl Failure {
     pub fn retryable(&self) -> bool {
-        self.kind != FailureKind::Reject
+        !matches!(
+            self.kind,
+            FailureKind::Reject | FailureKind::FollowUpRefused
+        )
     }
 
     /// The dead-letter reason: `kind: message`.
@@ -146,6 +161,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .context("cannot link WASI into the plugin linker")?;
+        clock::add_to_linker(&mut linker, HostState::clock)
+            .context("cannot link the guest clock into the plugin linker")?;
         bindings::Handler::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)
             .context("cannot link the eddy host functions")?;
 
@@ -238,7 +255,7 @@ impl Runtime {
                 }
             }
         };
-        warm.store.data_mut().begin(&trigger);
+        warm.store.data_mut().begin(&trigger, settings);
         warm.store.set_epoch_deadline(deadline_ticks(settings));
         let called = Instant::now();
         let result = warm
@@ -257,11 +274,11 @@ impl Runtime {
             Ok(Ok(())) => Outcome::Handled(follow_ups),
             Ok(Err(HandlerError::Retry(message))) => Outcome::Failed(Failure {
                 kind: FailureKind::Retry,
-                message,
+                message: capped(message),
             }),
             Ok(Err(HandlerError::Reject(message))) => Outcome::Failed(Failure {
                 kind: FailureKind::Reject,
-                message,
+                message: capped(message),
             }),
             Err(failure) => Outcome::Failed(failure),
         };
@@ -292,25 +309,22 @@ impl Runtime {
             .allow_tcp(false)
             .allow_udp(false)
             .build();
-        let limits = StoreLimitsBuilder::new()
-            .memory_size((settings.memory_mb << 20) as usize)
-            .instances(32)
-            .tables(32)
-            .memories(8)
-            .trap_on_grow_failure(true)
-            .build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limits: Limits {
+                memory_left: (settings.memory_mb << 20) as usize,
+            },
             plugin: plugin.name.clone(),
             settings: settings.clone(),
             stdout,
             stderr,
             record: RecordId::default(),
+            deadline: Instant::now() + Duration::from_millis(settings.timeout_ms),
             trigger_correlation: String::new(),
             follow_ups: Vec::new(),
             follow_up_bytes: 0,
+            log_lines: 0,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -346,6 +360,27 @@ impl Drop for Runtime {
     }
 }
 
+/// A handler's `retry`/`reject` reason, cut to [`MAX_REASON_BYTES`]: it
+/// becomes a log line and the dead letter's `eddy-error` header.
+fn capped(message: String) -> String {
+    capped_to(message, MAX_REASON_BYTES)
+}
+
+/// `message` cut to `max` bytes (at a character), saying how much was cut.
+fn capped_to(mut message: String, max: usize) -> String {
+    if message.len() <= max {
+        return message;
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!("… ({cut} more bytes cut)"));
+    message
+}
+
 /// Epoch ticks in a plugin's `timeout_ms`, rounded up, plus the tick under way.
 fn deadline_ticks(settings: &PluginSettings) -> u64 {
     settings.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
@@ -370,33 +405,101 @@ pub fn plugin_name(path: &Path) -> Option<&str> {
 
 fn classify_trap(error: wasmtime::Error) -> Failure {
     let text = format!("{error:#}");
+    let slept = error.downcast_ref::<SleptPastDeadline>().is_some();
     let kind = match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => FailureKind::Timeout,
-        _ if text.contains("forcing trap when growing memory") => FailureKind::Memory,
+        _ if slept => FailureKind::Timeout,
+        _ if error.downcast_ref::<PastMemoryLimit>().is_some() => FailureKind::Memory,
         _ => FailureKind::Trap,
     };
     let message = match kind {
+        FailureKind::Timeout if slept => {
+            "the handler asked to sleep past its timeout_ms and was stopped".to_string()
+        }
         FailureKind::Timeout => "the handler ran past its timeout_ms and was stopped".to_string(),
-        FailureKind::Memory => format!("the handler went past its memory_mb: {text}"),
         _ => text,
     };
     Failure { kind, message }
+}
+
+/// The limits of one store. `memory_mb` holds for all its memories
+/// together: a component may have several, and each alone could otherwise
+/// take all of it. Memory creation counts too (wasmtime asks with a
+/// current size of 0).
+struct Limits {
+    memory_left: usize,
+}
+
+/// A guest went past its `memory_mb`.
+#[derive(Debug, thiserror::Error)]
+#[error("the handler went past its memory_mb ({0})")]
+struct PastMemoryLimit(String);
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let more = desired.saturating_sub(current);
+        if more > self.memory_left || maximum.is_some_and(|max| desired > max) {
+            return Err(wasmtime::Error::new(PastMemoryLimit(format!(
+                "a memory of {current} bytes asked for {desired}, {} bytes were left",
+                self.memory_left
+            ))));
+        }
+        self.memory_left -= more;
+        Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        Err(wasmtime::Error::new(PastMemoryLimit(format!(
+            "growing a memory failed: {error}"
+        ))))
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(maximum.is_none_or(|max| desired <= max))
+    }
+
+    fn instances(&self) -> usize {
+        32
+    }
+
+    fn tables(&self) -> usize {
+        32
+    }
+
+    fn memories(&self) -> usize {
+        8
+    }
 }
 
 /// Everything one store holds: WASI, limits, and what the event published.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limits,
     plugin: String,
     settings: Arc<PluginSettings>,
     stdout: GuestOutput,
     stderr: GuestOutput,
     /// The event in hand.
     record: RecordId,
+    /// When the attempt in hand runs out of its `timeout_ms`: the guest's
+    /// clock cannot sleep past it.
+    deadline: Instant,
     trigger_correlation: String,
     follow_ups: Vec<FollowUp>,
     follow_up_bytes: usize,
+    /// `log` calls of the event in hand.
+    log_lines: u32,
 }
 
 /// Where the event in hand came from, for the guest's log lines.
@@ -410,7 +513,8 @@ struct RecordId {
 
 impl HostState {
     /// Readies the store for the next event.
-    fn begin(&mut self, trigger: &Trigger<'_>) {
+    fn begin(&mut self, trigger: &Trigger<'_>, settings: &PluginSettings) {
+        self.deadline = Instant::now() + Duration::from_millis(settings.timeout_ms);
         // `clone_from`: a reused store's strings keep their buffers.
         let (event, delivery) = (trigger.event, trigger.delivery);
         self.record.topic.clone_from(&delivery.topic);
@@ -421,6 +525,7 @@ impl HostState {
             .clone_from(event.correlation_id.as_ref().unwrap_or(&event.event_id));
         self.follow_ups.clear();
         self.follow_up_bytes = 0;
+        self.log_lines = 0;
     }
 
     /// Runs `f` inside the spans the pipeline's own lines carry, so a guest's
@@ -435,7 +540,8 @@ impl HostState {
             offset = r.offset
         );
         record.in_scope(|| {
-            tracing::info_span!("plugin", plugin = %self.plugin, event_id = %r.event_id).in_scope(f)
+            let event_id = OneLine(&r.event_id);
+            tracing::info_span!("plugin", plugin = %self.plugin, %event_id).in_scope(f)
         });
     }
 
@@ -449,6 +555,7 @@ impl HostState {
             let plugin = self.plugin.as_str();
             self.in_record_spans(|| {
                 for line in String::from_utf8_lossy(&bytes).lines() {
+                    let line = OneLine(line);
                     if stream == "stderr" {
                         tracing::warn!(target: "eddy::guest", plugin, stream, "{line}");
                     } else {
@@ -456,6 +563,16 @@ impl HostState {
                     }
                 }
             });
+        }
+    }
+}
+
+impl HostState {
+    /// What the guest's clock sees of the store.
+    fn clock(&mut self) -> DeadlineClock<'_> {
+        DeadlineClock {
+            deadline: self.deadline,
+            wasi: self.clocks(),
         }
     }
 }
@@ -510,16 +627,19 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
             event.correlation_id = Some(self.trigger_correlation.clone());
         }
         let payload = envelope::encode_plain(&event).map_err(PublishError::Invalid)?;
-        if self.follow_up_bytes + payload.len() > self.settings.max_follow_up_bytes {
+        let key = key.or_else(|| event.aggregate_id.clone());
+        // The key counts too: it is held in the host and written to Kafka.
+        let size = payload.len() + key.as_ref().map_or(0, String::len);
+        if self.follow_up_bytes + size > self.settings.max_follow_up_bytes {
             return Err(PublishError::LimitExceeded(format!(
-                "follow-ups of one event may total {} bytes (max_follow_up_bytes)",
+                "follow-ups of one event may total {} bytes, keys included (max_follow_up_bytes)",
                 self.settings.max_follow_up_bytes
             )));
         }
-        self.follow_up_bytes += payload.len();
+        self.follow_up_bytes += size;
         self.follow_ups.push(FollowUp {
             topic,
-            key: key.or_else(|| event.aggregate_id.clone()),
+            key,
             payload,
             event_id: event.event_id,
         });
@@ -528,15 +648,27 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
 }
 
 impl bindings::eddy::plugin::log::Host for HostState {
-    fn log(&mut self, level: Level, message: String) {
+    fn log(&mut self, level: Level, mut message: String) {
+        // A guest may not flood the host's log: so many lines per event, of
+        // so many bytes, like its stdout and stderr.
+        self.log_lines += 1;
+        if self.log_lines > MAX_LOG_LINES {
+            return;
+        }
+        if self.log_lines == MAX_LOG_LINES {
+            message =
+                format!("(log lines after {MAX_LOG_LINES} of this event are dropped) {message}");
+        }
+        let message = capped_to(message, MAX_LOG_LINE_BYTES);
+        let message = OneLine(&message);
         let plugin = self.plugin.as_str();
-        let event_id = self.record.event_id.as_str();
+        let event_id = OneLine(&self.record.event_id);
         self.in_record_spans(|| match level {
-            Level::Trace => tracing::trace!(target: "eddy::guest", plugin, event_id, "{message}"),
-            Level::Debug => tracing::debug!(target: "eddy::guest", plugin, event_id, "{message}"),
-            Level::Info => tracing::info!(target: "eddy::guest", plugin, event_id, "{message}"),
-            Level::Warn => tracing::warn!(target: "eddy::guest", plugin, event_id, "{message}"),
-            Level::Error => tracing::error!(target: "eddy::guest", plugin, event_id, "{message}"),
+            Level::Trace => tracing::trace!(target: "eddy::guest", plugin, %event_id, "{message}"),
+            Level::Debug => tracing::debug!(target: "eddy::guest", plugin, %event_id, "{message}"),
+            Level::Info => tracing::info!(target: "eddy::guest", plugin, %event_id, "{message}"),
+            Level::Warn => tracing::warn!(target: "eddy::guest", plugin, %event_id, "{message}"),
+            Level::Error => tracing::error!(target: "eddy::guest", plugin, %event_id, "{message}"),
         });
     }
 }

@@ -249,6 +249,12 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
     let behaviours = [
         ("trap", "trap:", "3"),
         ("loop", "timeout:", "3"),
+        ("sleep", "timeout: the handler asked to sleep past", "3"),
+        (
+            "sleep-forever",
+            "timeout: the handler asked to sleep past",
+            "3",
+        ),
         ("memory", "memory-limit:", "3"),
         ("stack", "trap:", "3"),
         ("retry", "retry:", "3"),
@@ -258,10 +264,16 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
     for (kind, _, _) in &behaviours {
         let event = seed_event(&unique(kind), &format!("chaos.{kind}"), kind, json!({}));
         producer.send_json(&topic, kind, &event);
+        // After a sleeper, one that naps within its deadline: short sleeps work.
+        let good = if kind.starts_with("sleep") {
+            "chaos.nap"
+        } else {
+            "chaos.ok"
+        };
         producer.send_json(
             &topic,
             "good",
-            &seed_event(&unique("ok"), "chaos.ok", "good", json!({})),
+            &seed_event(&unique("ok"), good, "good", json!({})),
         );
     }
     let records: [BadRecord; 6] = [
@@ -493,4 +505,148 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
         offsets[stuck_at.partition as usize].is_none_or(|o| o <= stuck_at.offset),
         "the stuck record's offset did not move: {offsets:?}"
     );
+}
+
+#[test]
+fn hostile_headers_neither_stop_eddy_nor_forge_dead_letters() {
+    let (topic, out) = (unique("fail.headers"), unique("fail.headers.out"));
+    create_topics(&[&topic, &out], 1);
+    let mut eddy = Eddy::start(
+        &tagger_config(&unique("g"), &topic, &out),
+        &[PluginFile::Test("tagger")],
+    );
+    let producer = producer_for(&bootstrap());
+    // A header name that is not UTF-8 on an event, and on a record that is
+    // not one; a record that forges the headers eddy adds to dead letters.
+    let event = unique("bad-name");
+    let value = seed_event(&event, "load.event", "k", json!({"seq": 0})).to_string();
+    let bad_name: &[(&[u8], &[u8])] = &[(b"bad\xffname", b"v")];
+    producer.send_raw(&topic, Some(b"k"), Some(value.as_bytes()), bad_name);
+    producer.send_raw(&topic, Some(b"junk"), Some(b"{oops"), bad_name);
+    producer.send_raw(
+        &topic,
+        Some(b"forged"),
+        Some(b"{oops"),
+        &[(b"eddy-original-topic", b"payments"), (b"x-kept", b"1")],
+    );
+    let after = unique("after");
+    producer.send_json(
+        &topic,
+        "k",
+        &seed_event(&after, "load.event", "k", json!({"seq": 1})),
+    );
+    producer.flush();
+
+    let handled = follow_ups_of(&[&out], &[event, after], 2);
+    assert_eq!(handled.len(), 2, "log:\n{}", eddy.log());
+    let dead = dead_letters(&topic, 2);
+    assert_eq!(dead.len(), 2, "log:\n{}", eddy.log());
+    let junk = dead
+        .iter()
+        .find(|r| r.key.as_deref() == Some("junk"))
+        .expect("junk");
+    assert_eq!(
+        junk.header("bad\u{fffd}name"),
+        "v",
+        "the header is kept, as bytes"
+    );
+    let forged = dead
+        .iter()
+        .find(|r| r.key.as_deref() == Some("forged"))
+        .expect("forged");
+    assert_eq!(
+        forged.header("eddy-original-topic"),
+        topic,
+        "{:?}",
+        forged.headers
+    );
+    assert_eq!(forged.header("x-kept"), "1");
+    assert_eq!(forged.header_count("eddy-original-topic"), 1);
+    assert!(eddy.is_running());
+    eddy.stop();
+}
+
+#[test]
+fn a_follow_up_kafka_refuses_dead_letters_its_event_and_the_partition_goes_on() {
+    let (topic, out) = (unique("fail.refused"), unique("fail.refused.out"));
+    create_topics(&[&topic, &out], 1);
+    // The host lets the plugin publish 1.2 MB; the producer takes 1 MB.
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{out}\"]\nmax_follow_up_bytes = 4000000\n\
+         config = {{ out_topic = \"{out}\" }}\n",
+        config_head(&unique("g"))
+    );
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+    let producer = producer_for(&bootstrap());
+    let huge = unique("huge");
+    producer.send_json(
+        &topic,
+        "k",
+        &seed_event(&huge, "chaos.huge", "k", json!({})),
+    );
+    let after = unique("after");
+    producer.send_json(&topic, "k", &seed_event(&after, "chaos.ok", "k", json!({})));
+    producer.flush();
+
+    let dead = dead_letters(&topic, 1);
+    assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
+    let reason = dead[0].header("eddy-error");
+    assert!(
+        reason.starts_with(&format!(
+            "follow-up-refused: follow-up to {out} refused: MessageSizeTooLarge"
+        )),
+        "{reason}"
+    );
+    assert_eq!(dead[0].header("eddy-attempts"), "1", "not retried");
+    let handled = follow_ups_of(&[&out], std::slice::from_ref(&after), 1);
+    assert_eq!(
+        handled.len(),
+        1,
+        "the next event was handled; log:\n{}",
+        eddy.log()
+    );
+    assert!(eddy.is_running());
+    eddy.stop();
+}
+
+#[test]
+fn a_plugin_answering_its_own_topic_is_stopped_after_max_hops() {
+    let topic = unique("fail.loop");
+    create_topics(&[&topic], 1);
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{topic}\"]\nconfig = {{ out_topic = \"{topic}\" }}\n",
+        config_head(&unique("g"))
+            .replace("dir = \"plugins\"\n", "dir = \"plugins\"\nmax_hops = 5\n")
+    );
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+    let producer = producer_for(&bootstrap());
+    producer.send_json(
+        &topic,
+        "k",
+        &seed_event(&unique("echo"), "chaos.echo", "k", json!({})),
+    );
+    producer.flush();
+
+    let dead = dead_letters(&topic, 1);
+    assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
+    assert!(
+        dead[0]
+            .header("eddy-error")
+            .starts_with("loop: the event is a follow-up 5 deep"),
+        "{:?}",
+        dead[0].headers
+    );
+    assert_eq!(
+        dead[0].header("eddy-hops"),
+        "",
+        "a redrive starts again from 0"
+    );
+    // The original and five follow-ups, nothing more.
+    let all = read_to_end(&[&topic], |_| true);
+    assert_eq!(all.len(), 6, "{all:?}");
+    let hops: Vec<&str> = all.iter().map(|r| r.header("eddy-hops")).collect();
+    assert_eq!(hops, ["", "1", "2", "3", "4", "5"]);
+    eddy.stop();
 }

@@ -1,6 +1,5 @@
 //! Starting eddy, producing records and reading what came out.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -9,7 +8,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -114,24 +113,11 @@ impl TestProducer {
         value: Option<&[u8]>,
         headers: &[(&str, &str)],
     ) {
-        let mut owned = OwnedHeaders::new();
-        for (name, value) in headers {
-            owned = owned.insert(Header {
-                key: name,
-                value: Some(*value),
-            });
-        }
-        let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic).headers(owned);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        if let Some(value) = value {
-            record = record.payload(value);
-        }
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| e)
-            .expect("enqueue record");
+        let headers: Vec<(&[u8], &[u8])> = headers
+            .iter()
+            .map(|(name, value)| (name.as_bytes(), value.as_bytes()))
+            .collect();
+        self.send_raw(topic, key.map(str::as_bytes), value, &headers);
     }
 
     /// Sends `value` with `key` to partition `partition` of `topic`.
@@ -141,6 +127,45 @@ impl TestProducer {
             .partition(partition)
             .key(key)
             .payload(&payload);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue record");
+    }
+
+    /// Sends a record whose header names are any bytes (rdkafka's own
+    /// header API takes names as text only).
+    pub fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], &[u8])],
+    ) {
+        let owned = OwnedHeaders::new();
+        let native = owned.as_borrowed() as *const rdkafka::message::BorrowedHeaders
+            as *mut rdkafka::bindings::rd_kafka_headers_t;
+        for (name, value) in headers {
+            // SAFETY: `as_borrowed` is the native headers' address (rdkafka
+            // casts it the same way); they are ours and writable, and
+            // librdkafka copies the name and value.
+            unsafe {
+                rdkafka::bindings::rd_kafka_header_add(
+                    native,
+                    name.as_ptr().cast(),
+                    name.len() as isize,
+                    value.as_ptr().cast_mut().cast(),
+                    value.len() as isize,
+                );
+            }
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         self.producer
             .send(record)
             .map_err(|(e, _)| e)
@@ -179,7 +204,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<String>,
     pub value: Option<Vec<u8>>,
-    pub headers: BTreeMap<String, String>,
+    /// (name, value), in order, both read lossily as text.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Record {
@@ -191,7 +217,16 @@ impl Record {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or("")
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// How many headers are called `name`.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
     }
 }
 
@@ -275,17 +310,7 @@ pub fn read_until(
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned()),
             value: message.payload().map(<[u8]>::to_vec),
-            headers: message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| {
-                            let value = h.value.map(String::from_utf8_lossy).unwrap_or_default();
-                            (h.key.to_string(), value.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            headers: message.headers().map(headers_of).unwrap_or_default(),
         };
         if keep(&record) {
             kept.push(record);
@@ -293,6 +318,41 @@ pub fn read_until(
         }
     }
     kept
+}
+
+/// Every header, names and values read lossily as text: rdkafka's own
+/// iterator panics on a name that is not UTF-8, which eddy's dead letters
+/// keep as they came.
+fn headers_of(headers: &rdkafka::message::BorrowedHeaders) -> Vec<(String, String)> {
+    let native = headers as *const rdkafka::message::BorrowedHeaders
+        as *const rdkafka::bindings::rd_kafka_headers_t;
+    (0..headers.count())
+        .filter_map(|index| {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            // SAFETY: the borrowed headers' address is the native headers
+            // (rdkafka casts it the same way); librdkafka points into them.
+            let error = unsafe {
+                rdkafka::bindings::rd_kafka_header_get_all(
+                    native, index, &mut name, &mut value, &mut size,
+                )
+            };
+            if error != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return None;
+            }
+            // SAFETY: a NUL-terminated name and `size` bytes of value, owned
+            // by the message.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned();
+            let value = if value.is_null() {
+                String::new()
+            } else {
+                let bytes = unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) };
+                String::from_utf8_lossy(bytes).into_owned()
+            };
+            Some((name, value))
+        })
+        .collect()
 }
 
 /// Assigns, from the beginning, the partitions of `topics` not yet in
@@ -395,6 +455,22 @@ pub fn committed(group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> 
                 _ => None,
             },
         )
+        .collect()
+}
+
+/// The end (high-water mark) of each partition of `topic`.
+pub fn end_offsets(topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("consumer");
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
         .collect()
 }
 

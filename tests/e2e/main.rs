@@ -17,6 +17,7 @@ mod checker;
 mod delivery;
 mod failures;
 mod harness;
+mod hostile;
 mod operations;
 mod ownership;
 mod reload;

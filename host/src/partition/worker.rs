@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Cancelled, Lease, Ledger, Start};
 use crate::app::Pipeline;
 use crate::dispatch::{self, Instances, Ran};
-use crate::produce::{self, Sent};
+use crate::produce::{self, Acks, NotTaken, Sent};
 use crate::reload::Snapshot;
 use crate::retry;
 
@@ -55,7 +55,8 @@ pub struct Worker {
 }
 
 struct InFlight {
-    offset: i64,
+    /// Kept for a dead letter, should Kafka refuse a follow-up for good.
+    record: OwnedMessage,
     sent: Vec<Sent>,
 }
 
@@ -104,11 +105,11 @@ impl Worker {
 
     async fn work(&mut self, records: &mut mpsc::Receiver<OwnedMessage>) -> Result<(), Cancelled> {
         loop {
-            self.reap();
+            let refused = self.reap();
             if self.token.is_cancelled() {
                 return Err(Cancelled);
             }
-            if self.in_flight.len() >= MAX_IN_FLIGHT {
+            if refused || self.in_flight.len() >= MAX_IN_FLIGHT {
                 self.settle_oldest().await?;
                 continue;
             }
@@ -224,56 +225,94 @@ impl Worker {
         let offset = ran.record.offset();
         if ran.finished() {
             let mut sent = Vec::new();
+            let mut refused = None;
             for (plugin, follow_ups) in ran.handled {
-                produce::produce(
-                    &self.pipeline.producer,
-                    &self.token,
-                    &plugin,
-                    follow_ups,
-                    &mut sent,
-                )
-                .await?;
+                let producer = &self.pipeline.producer;
+                let cause = &ran.record;
+                match produce::produce(producer, &self.token, cause, &plugin, follow_ups, &mut sent)
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(NotTaken::Cancelled) => return Err(Cancelled),
+                    Err(NotTaken::Refused(first)) => {
+                        refused.get_or_insert(first);
+                    }
+                }
             }
-            if sent.is_empty() {
-                self.ledger.complete(offset);
-            } else {
-                self.in_flight.push_back(InFlight { offset, sent });
+            let record = ran.record;
+            match refused {
+                None if sent.is_empty() => {
+                    self.ledger.complete(offset);
+                }
+                None => self.in_flight.push_back(InFlight { record, sent }),
+                Some(refused) => {
+                    // What came before is settled first, as on the slow way.
+                    self.settle_all().await?;
+                    let (pipeline, token) = (&self.pipeline, &self.token);
+                    retry::dead_letter_refused(pipeline, token, &record, snapshot, refused, 1)
+                        .await?;
+                    self.ledger.complete(offset);
+                }
             }
             return Ok(());
         }
-        while !self.in_flight.is_empty() {
-            self.settle_oldest().await?;
-        }
+        self.settle_all().await?;
         retry::finish(&self.pipeline, &self.token, ran, snapshot).await?;
         self.ledger.complete(offset);
         Ok(())
     }
 
+    async fn settle_all(&mut self) -> Result<(), Cancelled> {
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await?;
+        }
+        Ok(())
+    }
+
     /// Waits until the oldest in-flight record's follow-ups are all
-    /// acknowledged (producing again any Kafka failed), and completes it.
+    /// acknowledged (producing again any Kafka failed), or dead-letters it
+    /// if Kafka refused one for good, and completes it.
     async fn settle_oldest(&mut self) -> Result<(), Cancelled> {
         let Some(oldest) = self.in_flight.front_mut() else {
             return Ok(());
         };
-        produce::settle(&self.pipeline.producer, &self.token, &mut oldest.sent).await?;
+        let (pipeline, token) = (&self.pipeline, &self.token);
+        match produce::settle(&pipeline.producer, token, &mut oldest.sent).await {
+            Ok(()) => {}
+            Err(NotTaken::Cancelled) => return Err(Cancelled),
+            Err(NotTaken::Refused(refused)) => {
+                let snapshot = pipeline.state.load_full();
+                retry::dead_letter_refused(pipeline, token, &oldest.record, &snapshot, refused, 1)
+                    .await?;
+            }
+        }
         if let Some(done) = self.in_flight.pop_front() {
-            self.ledger.complete(done.offset);
+            self.ledger.complete(done.record.offset());
         }
         Ok(())
     }
 
     /// Completes the oldest records whose follow-ups are all acknowledged,
-    /// without waiting, and stores the offset the ledger allows.
-    fn reap(&mut self) {
+    /// without waiting, and stores the offset the ledger allows. `true` if
+    /// the oldest left had a follow-up refused for good: it is to be
+    /// settled (dead-lettered) now.
+    fn reap(&mut self) -> bool {
+        let mut refused = false;
         while let Some(oldest) = self.in_flight.front_mut() {
-            if !produce::acknowledged_now(&mut oldest.sent) {
-                break;
+            match produce::acknowledged_now(&mut oldest.sent) {
+                Acks::Done => {}
+                Acks::Waiting => break,
+                Acks::Refused => {
+                    refused = true;
+                    break;
+                }
             }
             if let Some(done) = self.in_flight.pop_front() {
-                self.ledger.complete(done.offset);
+                self.ledger.complete(done.record.offset());
             }
         }
         self.store();
+        refused
     }
 
     /// The worker is ending: waits, at most [`DRAIN_WAIT`], for the
@@ -285,7 +324,7 @@ impl Worker {
                 break;
             }
             if let Some(done) = self.in_flight.pop_front() {
-                self.ledger.complete(done.offset);
+                self.ledger.complete(done.record.offset());
             }
         }
         self.store();

@@ -1,7 +1,10 @@
 //! Misbehaves as the event type asks, so tests can show that a bad plugin
 //! costs only its own event. Config: `out_topic` (where `chaos.ok` answers go)
 //! and `forbidden_topic` (a topic outside its allow-list). `chaos.count`
-//! answers with how many events its instance has served.
+//! answers with how many events its instance has served; `chaos.sleep` and
+//! `chaos.sleep-forever` sleep past any deadline, `chaos.nap` for 20 ms;
+//! `chaos.huge` publishes a follow-up of 1.2 MB; `chaos.echo` another
+//! `chaos.echo`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +47,38 @@ fn handle(event: Event) -> Result<(), HandlerError> {
             Ok(())
         }
         "chaos.retry" => Err(HandlerError::retry("chaos: asked to fail transiently")),
+        // Sleeps block inside a host call, where the epoch deadline cannot
+        // reach: an hour, and for ever.
+        "chaos.sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+            Ok(())
+        }
+        "chaos.sleep-forever" => loop {
+            std::thread::sleep(std::time::Duration::from_secs(u64::MAX / 4));
+        },
+        // Answers with another of itself: to its own topic, without end.
+        "chaos.echo" => {
+            eddy_sdk::publish(
+                &out,
+                event.aggregate_id.as_deref(),
+                &Event::new("chaos.echo"),
+            )?;
+            Ok(())
+        }
+        // A follow-up over what the producer takes (`message.max.bytes`).
+        "chaos.huge" => {
+            let blob = "x".repeat(1_200_000);
+            let huge = Event::new("chaos.huge").with_json(json!({ "blob": blob }));
+            eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &huge)?;
+            Ok(())
+        }
+        // A short sleep within the deadline is fine.
+        "chaos.nap" => {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let answer = Event::new("chaos.handled").with_json(json!({"of": event.event_type}));
+            eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &answer)?;
+            Ok(())
+        }
         "chaos.stack" => {
             let depth = recurse(std::hint::black_box(0));
             Err(HandlerError::reject(format!("recursion ended at {depth}")))

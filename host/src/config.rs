@@ -260,6 +260,13 @@ impl Config {
                 kafka.auto_offset_reset
             ));
         }
+        if self.plugins.max_hops == 0 {
+            problems.push(
+                "[plugins] max_hops is 0: every event would be dead-lettered as a loop; \
+                 use 1 or more (default 16)"
+                    .to_string(),
+            );
+        }
         if self.routes.is_empty() {
             problems.push("no [[routes]]: eddy would consume nothing".to_string());
         }
@@ -403,6 +410,12 @@ mod tests {
         );
         assert!(
             problems.iter().any(|p| p.contains("memory_mb is 0")),
+            "{problems:?}"
+        );
+        let looping = EXAMPLE.replace("[plugins]\n", "[plugins]\nmax_hops = 0\n");
+        let problems = Config::parse(&looping).unwrap().problems();
+        assert!(
+            problems.iter().any(|p| p.contains("max_hops is 0")),
             "{problems:?}"
         );
     }

@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::checker::{Sent, Verdict, check};
 use crate::harness::{
     Eddy, PluginFile, TestBroker, bootstrap, committed, config_head, create_topics,
-    create_topics_with, dead_letters, follow_ups_of, producer_for, producer_with, read,
+    create_topics_with, dead_letters, follow_ups_of, http_get, producer_for, producer_with, read,
     read_to_end, read_until, seed_event, unique,
 };
 
@@ -430,8 +430,10 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
     // A topic name Kafka refuses: every dead-letter write fails.
     let config = format!(
         "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"gone.*\"]\nplugin = \"gone\"\n\n\
          [plugin.chaos]\npublish_to = [\"{out}\"]\nmax_retries = 0\n\
-         dead_letter_topic = \"no such topic!\"\nconfig = {{ out_topic = \"{out}\" }}\n",
+         dead_letter_topic = \"no such topic!\"\nconfig = {{ out_topic = \"{out}\" }}\n\n\
+         [plugin.gone]\ndead_letter_topic = \"no such topic!\"\n",
         config_head(&group)
     );
     let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
@@ -498,6 +500,29 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
     assert!(
         behind.is_empty(),
         "nothing behind the stuck record was handled"
+    );
+    // An event of a plugin that is not there, on the other partition: its
+    // dead letter cannot be written either. Nothing was dead-lettered, so
+    // nothing is counted as such.
+    producer.send_json(
+        &topic,
+        &other_key,
+        &seed_event(&unique("gone"), "gone.away", &other_key, json!({})),
+    );
+    producer.flush();
+    assert!(
+        eddy.wait_for_log("plugin-missing", 2, Duration::from_secs(30)),
+        "log:\n{}",
+        eddy.log()
+    );
+    let (_, metrics) = http_get(&eddy.http_addr(), "/metrics");
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("eddy_events_dead_lettered_total"))
+        .collect();
+    assert!(
+        counted.is_empty(),
+        "dead letters not written were counted: {counted:?}"
     );
     eddy.stop();
     let offsets = committed(&group, &topic, 2);

@@ -440,7 +440,7 @@ fn start_eddy(binary: &Path, config: &Path) -> anyhow::Result<Running> {
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,eddy_host::pipeline=info")
+        .env("RUST_LOG", "warn,eddy_host::app=info")
         .stderr(fs::File::create(&log)?)
         .spawn()
         .context("cannot start eddy")?;
@@ -456,6 +456,9 @@ fn start_eddy(binary: &Path, config: &Path) -> anyhow::Result<Running> {
             return Ok(Running { child, log, http });
         }
         if started.elapsed() > Duration::from_secs(60) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
             bail!("eddy did not start; see {}", log.display());
         }
         std::thread::sleep(Duration::from_millis(20));

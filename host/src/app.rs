@@ -69,6 +69,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .create_with_context(EddyContext {
             workers: workers.clone(),
         })
+        .map_err(kafka::redacted)
         .context("cannot create the Kafka consumer")?;
     let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer
@@ -76,6 +77,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_context(|| format!("cannot subscribe to {topics:?}"))?;
     let producer: FutureProducer = kafka::producer_config(&config.kafka)
         .create()
+        .map_err(kafka::redacted)
         .context("cannot create the Kafka producer")?;
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await

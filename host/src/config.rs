@@ -210,7 +210,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Config> {
-        Ok(toml::from_str(text)?)
+        toml::from_str(text).map_err(|e| anyhow::anyhow!(parse_error(text, &e)))
     }
 
     /// Overrides Kafka settings from `KAFKA_BOOTSTRAP_SERVERS`,
@@ -333,6 +333,31 @@ fn is_plugin_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Whether a setting called `name` may hold a secret: its value is never
+/// shown. Loose on purpose, so a misspelt `sasl.pasword` counts.
+pub fn may_be_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["pass", "secr", "key", "token", "cred"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// A TOML error with its line number and the line, unless the line may
+/// hold a secret (the parser's own message quotes the line).
+fn parse_error(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return error.message().to_string();
+    };
+    let number = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(number - 1).unwrap_or("");
+    let shown = if may_be_secret(line) {
+        "(the line is not shown: it may hold a secret)"
+    } else {
+        line
+    };
+    format!("line {number}: {}\n  | {shown}", error.message())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,6 +401,14 @@ mod tests {
         let text = EXAMPLE.replace("publish_to", "publish_too");
         let err = format!("{:#}", Config::parse(&text).unwrap_err());
         assert!(err.contains("publish_too"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_line_that_may_hold_a_secret_is_not_quoted() {
+        let text = "[kafka.consumer]\n\"sasl.password\" = \"hunter2\" oops\n";
+        let err = format!("{:#}", Config::parse(text).unwrap_err());
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]

@@ -8,9 +8,10 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaConfRes;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, may_be_secret};
 use crate::metrics;
 use crate::partition::Workers;
 
@@ -53,6 +54,24 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         config.set(name, value);
     }
     config
+}
+
+/// `error`, with the value of a setting that may be a secret left out:
+/// librdkafka's configuration errors quote the value.
+pub fn redacted(error: KafkaError) -> anyhow::Error {
+    match error {
+        // A name librdkafka does not know may be a misspelt secret one; the
+        // description may quote the value too.
+        KafkaError::ClientConfig(result, _, key, _)
+            if result == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN || may_be_secret(&key) =>
+        {
+            anyhow::anyhow!(
+                "Kafka setting {key:?} refused; its value is not shown, it may be a secret \
+             (is the name spelt right? the names are librdkafka's)"
+            )
+        }
+        other => other.into(),
+    }
 }
 
 /// Commits the stored offsets; having nothing to commit is fine.
@@ -114,4 +133,33 @@ fn partitions_of(list: &TopicPartitionList) -> Vec<(String, i32)> {
         .iter()
         .map(|e| (e.topic().to_string(), e.partition()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::consumer::BaseConsumer;
+
+    use super::*;
+
+    #[test]
+    fn a_misspelt_secret_setting_is_refused_without_its_value() {
+        let mut kafka = KafkaConfig {
+            bootstrap_servers: "127.0.0.1:9".into(),
+            group_id: "g".into(),
+            auto_offset_reset: "earliest".into(),
+            consumer: Default::default(),
+            producer: Default::default(),
+        };
+        kafka
+            .consumer
+            .insert("sasl.pasword".into(), "hunter2".into());
+        let error = consumer_config(&kafka)
+            .create::<BaseConsumer>()
+            .map_err(redacted)
+            .err()
+            .expect("an unknown property is refused");
+        let shown = format!("{error:#}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sasl.pasword"), "{shown}");
+    }
 }

@@ -66,6 +66,9 @@ pub struct PluginsConfig {
     /// Default 16.
     #[serde(default = "default_max_hops")]
     pub max_hops: u32,
+    /// Plugin files larger than this are refused unread. Default 32 MiB.
+    #[serde(default = "default_max_plugin_bytes")]
+    pub max_plugin_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -167,6 +170,9 @@ fn default_memory_mb() -> u64 {
 }
 fn default_max_retries() -> u32 {
     3
+}
+fn default_max_plugin_bytes() -> u64 {
+    32 << 20
 }
 fn default_max_hops() -> u32 {
     16

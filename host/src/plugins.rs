@@ -30,16 +30,53 @@ pub fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(paths)
 }
 
+/// Why a plugin file could not be read.
+pub enum Unread {
+    /// Gone, or unreadable.
+    Missing(std::io::Error),
+    /// Over `[plugins] max_plugin_bytes`: refused without reading it all.
+    TooLarge { size: u64, max: u64 },
+}
+
+impl std::fmt::Display for Unread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unread::Missing(e) => write!(f, "cannot read it: {e}"),
+            Unread::TooLarge { size, max } => write!(
+                f,
+                "it is {size} bytes or more, over [plugins] max_plugin_bytes ({max})"
+            ),
+        }
+    }
+}
+
+/// The bytes of the plugin file at `path`, at most `max` of them.
+pub fn read(path: &Path, max: u64) -> Result<Vec<u8>, Unread> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(Unread::Missing)?;
+    let mut bytes = Vec::new();
+    // One byte more than allowed tells a file over the limit, however it
+    // grew since it was listed.
+    file.take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(Unread::Missing)?;
+    let size = bytes.len() as u64;
+    if size > max {
+        return Err(Unread::TooLarge { size, max });
+    }
+    Ok(bytes)
+}
+
 /// Loads every plugin file in `dir`. A file that fails to load is refused
 /// with its reason; only an unreadable folder is an error.
-pub fn load_dir(runtime: &Runtime, dir: &Path) -> anyhow::Result<Loaded> {
+pub fn load_dir(runtime: &Runtime, dir: &Path, max_bytes: u64) -> anyhow::Result<Loaded> {
     let mut loaded = Loaded {
         plugins: BTreeMap::new(),
         refused: Vec::new(),
     };
     for path in wasm_files(dir)? {
-        let result = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        let result = read(&path, max_bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|bytes| {
                 runtime
                     .load_file(&path, &bytes)
@@ -69,7 +106,11 @@ pub fn check(config: &Config, runtime: &Runtime) -> CheckReport {
         ok = false;
         lines.push(format!("error: {problem}"));
     }
-    let loaded = match load_dir(runtime, &config.plugins.dir) {
+    let loaded = match load_dir(
+        runtime,
+        &config.plugins.dir,
+        config.plugins.max_plugin_bytes,
+    ) {
         Ok(loaded) => loaded,
         Err(e) => {
             lines.push(format!("error: {e:#}"));

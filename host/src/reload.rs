@@ -19,9 +19,9 @@ use anyhow::Context;
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 
-use crate::config::{Config, PluginSettings};
+use crate::config::{Config, PluginSettings, PluginsConfig};
 use crate::metrics;
-use crate::plugins::wasm_files;
+use crate::plugins::{self, Unread, wasm_files};
 use crate::routing::Router;
 use crate::runtime::{Plugin, Runtime, plugin_name, version_of};
 
@@ -124,7 +124,7 @@ impl Reloader {
 
     /// The first snapshot: `config` and every plugin in its folder.
     pub fn initial(&mut self, config: Config) -> anyhow::Result<Snapshot> {
-        let plugins = self.reconcile_plugins(&config.plugins.dir, &BTreeMap::new())?;
+        let plugins = self.reconcile_plugins(&config.plugins, &BTreeMap::new())?;
         let snapshot = Snapshot::new(Arc::new(config), plugins.unwrap_or_default());
         snapshot.log_missing_plugins();
         Ok(snapshot)
@@ -136,7 +136,7 @@ impl Reloader {
     pub fn reconcile(&mut self, current: &Snapshot) -> Option<Snapshot> {
         let new_config = self.reconcile_config(&current.config);
         let config = new_config.clone().unwrap_or_else(|| current.config.clone());
-        let plugins = match self.reconcile_plugins(&config.plugins.dir, &current.plugins) {
+        let plugins = match self.reconcile_plugins(&config.plugins, &current.plugins) {
             Ok(plugins) => plugins,
             Err(e) => {
                 tracing::error!("{e:#}; the running plugins stay");
@@ -210,21 +210,38 @@ impl Reloader {
     /// removed ones gone.
     fn reconcile_plugins(
         &mut self,
-        dir: &Path,
+        settings: &PluginsConfig,
         current: &BTreeMap<String, Arc<Plugin>>,
     ) -> anyhow::Result<Option<BTreeMap<String, Arc<Plugin>>>> {
         let mut next = BTreeMap::new();
         let mut changed = false;
-        for path in wasm_files(dir)? {
+        for path in wasm_files(&settings.dir)? {
             let Some(name) = plugin_name(&path).map(str::to_string) else {
                 continue;
             };
-            let Ok(bytes) = std::fs::read(&path) else {
+            let running = current.get(&name);
+            let bytes = match plugins::read(&path, settings.max_plugin_bytes) {
+                Ok(bytes) => bytes,
                 // Gone between listing and reading: the next event sees it.
-                continue;
+                Err(Unread::Missing(_)) => continue,
+                Err(too_large @ Unread::TooLarge { .. }) => {
+                    let reason = too_large.to_string();
+                    if self.refused.get(&name) != Some(&reason) {
+                        let keeps = running.map_or_else(
+                            || "no version of it is running".to_string(),
+                            |p| format!("version {} keeps serving", p.hash),
+                        );
+                        tracing::error!(plugin = %name, "{} refused: {reason}; {keeps}", path.display());
+                        metrics::reload(&name, "failed");
+                        self.refused.insert(name.clone(), reason);
+                    }
+                    if let Some(plugin) = running {
+                        next.insert(name, plugin.clone());
+                    }
+                    continue;
+                }
             };
             let version = version_of(&bytes);
-            let running = current.get(&name);
             if let Some(plugin) = running.filter(|p| p.hash == version) {
                 next.insert(name, plugin.clone());
                 continue;

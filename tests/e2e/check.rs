@@ -68,3 +68,18 @@ fn unknown_config_keys_are_errors() {
     assert_ne!(code, 0, "{output}");
     assert!(output.contains("colour"), "{output}");
 }
+
+#[test]
+fn a_plugin_file_over_max_plugin_bytes_is_refused_unread() {
+    let text = config("").replace(
+        "dir = \"plugins\"\n",
+        "dir = \"plugins\"\nmax_plugin_bytes = 1000\n",
+    );
+    let (code, output) = check(&text, &[PluginFile::Example("welcome-email")], &[]);
+    assert_eq!(code, 1, "{output}");
+    assert!(
+        output.contains("welcome-email.wasm")
+            && output.contains("over [plugins] max_plugin_bytes (1000)"),
+        "{output}"
+    );
+}

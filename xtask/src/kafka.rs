@@ -149,6 +149,10 @@ fn java(libs: &Path, log4j: &Path) -> Command {
 
 /// Starts the broker unless it runs already, and waits until it answers.
 pub fn start() -> anyhow::Result<()> {
+    // Fetched and written even when a broker runs already (another
+    // checkout's, say): tests that run brokers of their own need them here.
+    let libs = ensure_jars()?;
+    let (properties, log4j) = write_config()?;
     if running_pid().is_some() || port_open() {
         if wait_until_ready(Duration::from_secs(60)) {
             println!("xtask: Kafka is running on {BOOTSTRAP}");
@@ -156,8 +160,6 @@ pub fn start() -> anyhow::Result<()> {
         }
         bail!("something listens on {BOOTSTRAP} but does not answer as a Kafka broker");
     }
-    let libs = ensure_jars()?;
-    let (properties, log4j) = write_config()?;
     if !home().join("data/meta.properties").exists() {
         let output = java(&libs, &log4j)
             .args(["kafka.tools.StorageTool", "random-uuid"])

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -20,11 +20,21 @@ use metrics_exporter_prometheus::PrometheusHandle;
 /// Says why eddy is not ready, or `Ok` when it is. May block briefly.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
 
+/// How long a readiness answer is served again before the check runs anew.
+const READINESS_TTL: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 struct Endpoints {
     metrics: PrometheusHandle,
     readiness: ReadinessCheck,
+    /// The last answer and when it was made. Held across a check, so
+    /// requests that come meanwhile wait for it instead of starting their
+    /// own: a `/readyz` flood runs one check a second, on one blocking
+    /// thread, whatever the number of requests.
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Readiness)>>>,
 }
+
+type Readiness = Result<(), Vec<String>>;
 
 /// Serves the endpoints on `listener` until `shutdown` resolves.
 pub async fn serve(
@@ -37,7 +47,11 @@ pub async fn serve(
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state(Endpoints { metrics, readiness });
+        .with_state(Endpoints {
+            metrics,
+            readiness,
+            last: Arc::default(),
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -52,16 +66,24 @@ async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse
 }
 
 async fn ready(State(endpoints): State<Endpoints>) -> impl IntoResponse {
-    let check = endpoints.readiness.clone();
-    match tokio::task::spawn_blocking(move || check()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()),
-        Ok(Err(reasons)) => (
+    let mut last = endpoints.last.lock().await;
+    let answer = match &*last {
+        Some((at, answer)) if at.elapsed() < READINESS_TTL => answer.clone(),
+        _ => {
+            let check = endpoints.readiness.clone();
+            let answer = tokio::task::spawn_blocking(move || check())
+                .await
+                .unwrap_or_else(|e| Err(vec![format!("the readiness check failed: {e}")]));
+            *last = Some((Instant::now(), answer.clone()));
+            answer
+        }
+    };
+    drop(last);
+    match answer {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(reasons) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready:\n{}\n", reasons.join("\n")),
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("readiness check failed: {e}\n"),
         ),
     }
 }
@@ -90,4 +112,53 @@ pub fn probe(addr: &str, path: &str) -> anyhow::Result<String> {
         bail!("{path} on {addr} answered {status_line:?}: {body}");
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_readyz_flood_runs_one_check_a_second() {
+        let checks = Arc::new(AtomicUsize::new(0));
+        let readiness: ReadinessCheck = {
+            let checks = checks.clone();
+            Arc::new(move || {
+                checks.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(200));
+                Err(vec!["no partitions assigned yet".to_string()])
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, metrics, readiness, async move {
+            let _ = stopped.await;
+        }));
+        let requests: Vec<_> = (0..50)
+            .map(|_| {
+                let addr = addr.clone();
+                tokio::task::spawn_blocking(move || {
+                    let error = probe(&addr, "/readyz").unwrap_err();
+                    format!("{error:#}")
+                })
+            })
+            .collect();
+        for request in requests {
+            let answer = request.await.unwrap();
+            assert!(
+                answer.contains("503") && answer.contains("no partitions"),
+                "{answer}"
+            );
+        }
+        let checks = checks.load(Ordering::SeqCst);
+        assert!(checks <= 2, "50 requests at once ran {checks} checks");
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }

@@ -26,6 +26,7 @@
 //! - `clock`: the guest's monotonic clock, which cannot sleep past the
 //!   attempt's deadline;
 //! - `text`: outside text on one log line;
+//! - `limits`: what one sandbox store may take (memory, instances, tables);
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
@@ -43,6 +44,7 @@ pub mod envelope;
 mod headers;
 pub mod http;
 mod kafka;
+mod limits;
 pub mod metrics;
 mod output;
 mod partition;

@@ -18,8 +18,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::error::Context;
 use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter,
-    Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
 use wasmtime_wasi::clocks::WasiClocksView;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -27,6 +26,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::bindings::{self, Delivery, Event, HandlerError, HandlerPre, Level, PublishError};
 use crate::clock::{self, DeadlineClock, SleptPastDeadline};
 use crate::config::{MAX_MEMORY_MB, PluginSettings};
+use crate::limits::{Limits, PastMemoryLimit};
 use crate::output::GuestOutput;
 use crate::text::OneLine;
 use crate::{envelope, metrics};
@@ -312,9 +312,7 @@ impl Runtime {
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: Limits {
-                memory_left: (settings.memory_mb << 20) as usize,
-            },
+            limits: Limits::new((settings.memory_mb << 20) as usize),
             plugin: plugin.name.clone(),
             settings: settings.clone(),
             stdout,
@@ -420,65 +418,6 @@ fn classify_trap(error: wasmtime::Error) -> Failure {
         _ => text,
     };
     Failure { kind, message }
-}
-
-/// The limits of one store. `memory_mb` holds for all its memories
-/// together: a component may have several, and each alone could otherwise
-/// take all of it. Memory creation counts too (wasmtime asks with a
-/// current size of 0).
-struct Limits {
-    memory_left: usize,
-}
-
-/// A guest went past its `memory_mb`.
-#[derive(Debug, thiserror::Error)]
-#[error("the handler went past its memory_mb ({0})")]
-struct PastMemoryLimit(String);
-
-impl ResourceLimiter for Limits {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        let more = desired.saturating_sub(current);
-        if more > self.memory_left || maximum.is_some_and(|max| desired > max) {
-            return Err(wasmtime::Error::new(PastMemoryLimit(format!(
-                "a memory of {current} bytes asked for {desired}, {} bytes were left",
-                self.memory_left
-            ))));
-        }
-        self.memory_left -= more;
-        Ok(true)
-    }
-
-    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        Err(wasmtime::Error::new(PastMemoryLimit(format!(
-            "growing a memory failed: {error}"
-        ))))
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(maximum.is_none_or(|max| desired <= max))
-    }
-
-    fn instances(&self) -> usize {
-        32
-    }
-
-    fn tables(&self) -> usize {
-        32
-    }
-
-    fn memories(&self) -> usize {
-        8
-    }
 }
 
 /// Everything one store holds: WASI, limits, and what the event published.

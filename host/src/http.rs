@@ -15,7 +15,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
 
 /// Says why eddy is not ready, or `Ok` when it is. May block briefly.
 pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), Vec<String>> + Send + Sync>;
@@ -36,12 +41,54 @@ struct Endpoints {
 
 type Readiness = Result<(), Vec<String>>;
 
-/// Serves the endpoints on `listener` until `shutdown` resolves.
+/// What keeps a slow or greedy client from holding the endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// A request's head must have arrived this long after the connection
+    /// opened or its last answer was written; else the connection is closed.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; one more is closed as soon as it opens.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(5),
+            max_connections: 64,
+        }
+    }
+}
+
+/// How long requests in flight at shutdown may take to be answered.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
+
+/// Serves the endpoints on `listener` until `shutdown` resolves, with the
+/// default [`ConnectionLimits`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     readiness: ReadinessCheck,
     shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_with(
+        listener,
+        metrics,
+        readiness,
+        shutdown,
+        ConnectionLimits::default(),
+    )
+    .await
+}
+
+/// Serves the endpoints on `listener` until `shutdown` resolves, over
+/// HTTP/1.1, within `limits`.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    readiness: ReadinessCheck,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnectionLimits,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
@@ -52,10 +99,48 @@ pub async fn serve(
             readiness,
             last: Arc::default(),
         });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let open = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: the next accept may work.
+                tracing::warn!("the HTTP endpoint cannot accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(
+                "{} HTTP connections are open: closing a new one",
+                limits.max_connections
+            );
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = open.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            // A client that went away or was too slow: nothing to report.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(SHUTDOWN_WAIT, open.shutdown())
         .await
-        .context("the HTTP server failed")
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still unanswered at shutdown were dropped");
+    }
+    Ok(())
 }
 
 async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
@@ -120,26 +205,117 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_readyz_flood_runs_one_check_a_second() {
-        let checks = Arc::new(AtomicUsize::new(0));
-        let readiness: ReadinessCheck = {
-            let checks = checks.clone();
-            Arc::new(move || {
-                checks.fetch_add(1, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(200));
-                Err(vec!["no partitions assigned yet".to_string()])
-            })
-        };
+    /// Serves the endpoints on a free port within `limits`; the readiness
+    /// check counts its runs in `checks` and takes 200 ms.
+    async fn start(
+        limits: ConnectionLimits,
+        checks: Arc<AtomicUsize>,
+    ) -> (String, tokio::sync::oneshot::Sender<()>, JoinHandle) {
+        let readiness: ReadinessCheck = Arc::new(move || {
+            checks.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(200));
+            Err(vec!["no partitions assigned yet".to_string()])
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
             .build_recorder()
             .handle();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, metrics, readiness, async move {
+        let shutdown = async move {
             let _ = stopped.await;
-        }));
+        };
+        let server = tokio::spawn(serve_with(listener, metrics, readiness, shutdown, limits));
+        (addr, stop, server)
+    }
+
+    type JoinHandle = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+    /// A client that sends the start of a request head and then nothing.
+    fn slow_client(addr: &str) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: ")
+            .unwrap();
+        stream
+    }
+
+    /// `/healthz` from a blocking thread, with how long it took.
+    async fn healthz(addr: &str) -> (anyhow::Result<String>, Duration) {
+        let addr = addr.to_string();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            (probe(&addr, "/healthz"), started.elapsed())
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_client_is_cut_off_and_holds_no_one_up() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_millis(500),
+            max_connections: 8,
+        };
+        let (addr, stop, server) = start(limits, Arc::default()).await;
+        let mut slow = slow_client(&addr);
+
+        let (answer, took) = healthz(&addr).await;
+        assert_eq!(answer.unwrap(), "ok");
+        assert!(took < Duration::from_millis(400), "took {took:?}");
+
+        // The server closes the slow connection once its head is overdue.
+        let started = Instant::now();
+        slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut rest = Vec::new();
+        let read = slow.read_to_end(&mut rest);
+        let waited = started.elapsed();
+        let still_open = read.as_ref().is_err_and(|e| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        });
+        assert!(!still_open, "the slow connection stayed open: {read:?}");
+        assert!(waited < Duration::from_secs(2), "closed after {waited:?}");
+
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connections_past_the_limit_are_closed_until_room_is_made() {
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(1),
+            max_connections: 4,
+        };
+        let (addr, stop, server) = start(limits, Arc::default()).await;
+        let slow: Vec<TcpStream> = (0..4).map(|_| slow_client(&addr)).collect();
+
+        let (refused, took) = healthz(&addr).await;
+        let refused = format!("{:#}", refused.unwrap_err());
+        // Closed unanswered: an empty answer, or a reset since the request
+        // was never read.
+        assert!(
+            refused.contains("answered \"\"") || refused.contains("reset"),
+            "{refused}"
+        );
+        assert!(took < Duration::from_millis(500), "refused after {took:?}");
+
+        // The slow ones are cut off after a second; then there is room.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (answer, _) = healthz(&addr).await;
+        assert_eq!(answer.unwrap(), "ok");
+        drop(slow);
+
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_readyz_flood_runs_one_check_a_second() {
+        let checks = Arc::new(AtomicUsize::new(0));
+        let (addr, stop, server) = start(ConnectionLimits::default(), checks.clone()).await;
         let requests: Vec<_> = (0..50)
             .map(|_| {
                 let addr = addr.clone();

@@ -1,6 +1,11 @@
 //! One event through decode → instantiate → call → collect, per plugin (and
 //! so per plugin size). Run by `cargo xtask bench`; the plugin files come
 //! from `EDDY_BENCH_PLUGINS` (a folder of `.wasm` files).
+//!
+//! Modes: `fresh` (an instance per event, slots reset as `eddy run` would
+//! reset them on this host), `fresh-whole-reset` (the same with the reset
+//! used where pages can be swapped out) and `reused` (an instance serves up
+//! to 1,000 events).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +13,7 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use eddy_host::config::PluginSettings;
 use eddy_host::envelope;
-use eddy_host::runtime::{Outcome, Runtime, Trigger};
+use eddy_host::runtime::{Outcome, Runtime, SlotReset, Trigger};
 use eddy_host::{Delivery, Event};
 
 const EVENT: &str = r#"{"event_id": "bench-00000001", "event_type": "user.created",
@@ -23,6 +28,10 @@ fn dispatch(c: &mut Criterion) {
         return;
     };
     let runtime = Runtime::new().expect("the wasm engine");
+    let whole = Runtime::with_slot_reset(SlotReset::Whole, "the bench asks for it")
+        .expect("the wasm engine");
+    let (reset, why) = runtime.slot_reset();
+    eprintln!("fresh: slots reset by {} ({why})", reset.as_str());
     let settings = Arc::new(PluginSettings {
         publish_to: vec!["bench.out".into(), "notification.commands".into()],
         config: [("out_topic".to_string(), "bench.out".to_string())].into(),
@@ -43,12 +52,20 @@ fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode-instantiate-call-collect");
     for path in files {
         let bytes = std::fs::read(&path).expect("plugin file");
-        let Ok(plugin) = runtime.load_file(&path, &bytes) else {
+        let (Ok(plugin), Ok(whole_plugin)) = (
+            runtime.load_file(&path, &bytes),
+            whole.load_file(&path, &bytes),
+        ) else {
             continue;
         };
-        let plugin = Arc::new(plugin);
+        let (plugin, whole_plugin) = (Arc::new(plugin), Arc::new(whole_plugin));
         let size = format!("{} KiB", bytes.len() / 1024);
-        for (mode, settings) in [("fresh", &settings), ("reused", &reused)] {
+        let modes = [
+            ("fresh", &runtime, &plugin, &settings),
+            ("fresh-whole-reset", &whole, &whole_plugin, &settings),
+            ("reused", &runtime, &plugin, &reused),
+        ];
+        for (mode, runtime, plugin, settings) in modes {
             let id = BenchmarkId::new(format!("{}/{mode}", plugin.name), &size);
             let mut warm = None;
             group.bench_function(id, |b| {
@@ -66,7 +83,7 @@ fn dispatch(c: &mut Criterion) {
                         event: &event,
                         delivery: &delivery,
                     };
-                    let outcome = runtime.invoke(&plugin, settings, trigger, Some(&mut warm));
+                    let outcome = runtime.invoke(plugin, settings, trigger, Some(&mut warm));
                     assert!(matches!(outcome, Outcome::Handled(_)), "{outcome:?}");
                 })
             });

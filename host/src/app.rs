@@ -28,8 +28,12 @@ use crate::config::Config;
 use crate::kafka::{self, EddyContext};
 use crate::partition::{Worker, Workers};
 use crate::reload::{self, Reloader, Snapshot};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, SlotReset};
+use crate::swap::Swap;
 use crate::{http, metrics};
+
+/// How often eddy looks whether swap was turned on (see [`watch_swap`]).
+const SWAP_CHECK: Duration = Duration::from_secs(10);
 
 /// What every partition worker shares.
 pub struct Pipeline {
@@ -89,6 +93,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         })?;
     let http_addr = listener.local_addr()?;
     log_summary(&snapshot, &http_addr.to_string());
+    let (slot_reset, why) = runtime.slot_reset();
+    tracing::info!("pool slots reset: {} ({why})", slot_reset.as_str());
+    // Resetting only written pages is right only while nothing can be
+    // swapped out: a swap device turned on later stops eddy.
+    let swap_on = CancellationToken::new();
+    if slot_reset == SlotReset::WrittenPages {
+        tokio::spawn(watch_swap(swap_on.clone()));
+    }
+    let shutdown = async {
+        tokio::select! {
+            () = shutdown => {}
+            () = swap_on.cancelled() => {}
+        }
+    };
     metrics::plugins_loaded(snapshot.plugins.len());
 
     let pipeline = Arc::new(Pipeline {
@@ -143,8 +161,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Err(e) => tracing::error!("the HTTP server task failed: {e}"),
     }
     fetched?;
+    if swap_on.is_cancelled() {
+        anyhow::bail!(
+            "stopped because swap was turned on: pool slots were reset by their written \
+             pages, which misses swapped-out ones; a restarted eddy resets them whole"
+        );
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Cancels `swap_on` once a page of this process can be swapped out.
+async fn watch_swap(swap_on: CancellationToken) {
+    let mut every = tokio::time::interval(SWAP_CHECK);
+    loop {
+        every.tick().await;
+        let swap = Swap::detect();
+        if swap.is_possible() {
+            tracing::error!(
+                "{}: stopping, since pool slots are reset by their written pages only",
+                swap.reason()
+            );
+            swap_on.cancel();
+            return;
+        }
+    }
 }
 
 /// Hands each fetched record to its partition's worker until `shutdown`.

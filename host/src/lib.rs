@@ -55,6 +55,7 @@ mod retry;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
+pub mod swap;
 mod text;
 
 pub use app::run;

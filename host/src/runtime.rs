@@ -28,6 +28,7 @@ use crate::clock::{self, DeadlineClock, SleptPastDeadline};
 use crate::config::{MAX_MEMORY_MB, PluginSettings};
 use crate::limits::{Limits, PastMemoryLimit};
 use crate::output::GuestOutput;
+use crate::swap::Swap;
 use crate::text::OneLine;
 use crate::{envelope, metrics};
 
@@ -43,8 +44,10 @@ const GUEST_OUTPUT_CAPACITY: usize = 64 * 1024;
 /// Instances (each several core instances and memories) alive at once.
 const POOL_INSTANCES: u32 = 512;
 /// Bytes of each memory and table slot reset in place rather than returned
-/// to the kernel.
+/// to the kernel, when only the written pages are reset.
 const KEEP_RESIDENT: usize = 4 << 20;
+/// The same, when the start of every slot is reset whatever was written.
+const KEEP_RESIDENT_WHOLE: usize = 64 << 10;
 
 /// A loaded, checked plugin version.
 pub struct Plugin {
@@ -132,29 +135,78 @@ pub struct Trigger<'a> {
     pub delivery: &'a Delivery,
 }
 
+/// How a pool slot is made fresh for the next instance, so that no event
+/// reads what another left in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotReset {
+    /// Rewrite only the pages the last instance wrote, found with
+    /// `PAGEMAP_SCAN` (Linux 6.7+), instead of an madvise per memory and
+    /// table (each flushes the other cores' TLBs). The scan misses written
+    /// pages that are swapped out, so this holds only where none can be.
+    WrittenPages,
+    /// Rewrite the first [`KEEP_RESIDENT_WHOLE`] bytes of each memory and
+    /// table and return the rest to the kernel: right whatever the kernel
+    /// did with the pages.
+    Whole,
+}
+
+impl SlotReset {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotReset::WrittenPages => "written pages",
+            SlotReset::Whole => "whole",
+        }
+    }
+}
+
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
+    slot_reset: SlotReset,
+    /// Why slots are reset the way they are.
+    slot_reset_reason: String,
 }
 
 impl Runtime {
+    /// The runtime `eddy run` uses: slots reset by their written pages where
+    /// no page can be swapped out and the kernel has `PAGEMAP_SCAN`, whole
+    /// elsewhere.
     pub fn new() -> wasmtime::Result<Runtime> {
+        let swap = Swap::detect();
+        if swap.is_possible() {
+            return Runtime::with_slot_reset(SlotReset::Whole, swap.reason());
+        }
+        Runtime::with_slot_reset(SlotReset::WrittenPages, swap.reason()).or_else(|e| {
+            let reason = format!(
+                "{}, but PAGEMAP_SCAN is not available: {e:#}",
+                swap.reason()
+            );
+            Runtime::with_slot_reset(SlotReset::Whole, &reason)
+        })
+    }
+
+    /// A runtime whose slots are reset as `slot_reset` says, for `reason`.
+    pub fn with_slot_reset(slot_reset: SlotReset, reason: &str) -> wasmtime::Result<Runtime> {
+        let (scan, keep_resident) = match slot_reset {
+            SlotReset::WrittenPages => (Enabled::Yes, KEEP_RESIDENT),
+            SlotReset::Whole => (Enabled::No, KEEP_RESIDENT_WHOLE),
+        };
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 16)
             .total_memories(POOL_INSTANCES * 4)
             .total_tables(POOL_INSTANCES * 8)
             .max_memory_size((MAX_MEMORY_MB << 20) as usize)
-            // Reset a slot by zeroing only the pages the last instance
-            // dirtied (PAGEMAP_SCAN, Linux 6.7+) instead of an madvise per
-            // memory and table: each madvise flushes the other cores' TLBs.
-            .pagemap_scan(Enabled::Auto)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT);
+            .pagemap_scan(scan)
+            .linear_memory_keep_resident(keep_resident)
+            .table_keep_resident(keep_resident);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
+            // A plugin compiles on the thread that loads it, never on every
+            // core: a reload must not take the cores events run on.
+            .parallel_compilation(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).context("cannot create the wasm engine")?;
 
@@ -185,7 +237,14 @@ impl Runtime {
             engine,
             linker,
             ticker_stop,
+            slot_reset,
+            slot_reset_reason: reason.to_string(),
         })
+    }
+
+    /// How slots are reset, and why.
+    pub fn slot_reset(&self) -> (SlotReset, &str) {
+        (self.slot_reset, &self.slot_reset_reason)
     }
 
     /// Compiles `bytes` as plugin `name` and checks that it is a component of

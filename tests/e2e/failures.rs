@@ -259,6 +259,11 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
         ("stack", "trap:", "3"),
         ("retry", "retry:", "3"),
         ("burst", "reject: follow-up limit exceeded", "1"),
+        (
+            "hugekey",
+            "reject: follow-up limit exceeded: follow-ups of one event may total 524288 bytes, keys included",
+            "1",
+        ),
         ("forbidden", "reject: publish not allowed", "1"),
     ];
     for (kind, _, _) in &behaviours {
@@ -276,6 +281,14 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
             &seed_event(&unique("ok"), good, "good", json!({})),
         );
     }
+    // A plugin flooding its log and stdout is cut short there, and its
+    // event is handled.
+    let flood = unique("flood");
+    producer.send_json(
+        &topic,
+        "good",
+        &seed_event(&flood, "chaos.logflood", "good", json!({})),
+    );
     let records: [BadRecord; 6] = [
         (
             "not-json",
@@ -354,10 +367,39 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
         assert_eq!(record.header("eddy-attempts"), "0");
     }
     // The good events between the bad ones were all handled.
-    let good = read(&[&out], behaviours.len(), Duration::from_secs(60), |r| {
-        r.json()["event_type"] == "chaos.handled"
-    });
-    assert_eq!(good.len(), behaviours.len(), "log:\n{}", eddy.log());
+    let good = read(
+        &[&out],
+        behaviours.len() + 1,
+        Duration::from_secs(60),
+        |r| r.json()["event_type"] == "chaos.handled",
+    );
+    assert_eq!(good.len(), behaviours.len() + 1, "log:\n{}", eddy.log());
+    assert!(
+        good.iter()
+            .any(|r| r.json()["data"]["of"] == "chaos.logflood"),
+        "the log flood's event was not handled"
+    );
+    // Of its 10,000 log lines of 8 KiB, 100 reach eddy's log, each cut to
+    // 4 KiB; of its 1 MiB of stdout, 64 KiB.
+    let log = eddy.log();
+    let flood_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("chaos flood line"))
+        .collect();
+    assert_eq!(flood_lines.len(), 100, "log lines kept of the flood");
+    assert!(
+        flood_lines.iter().all(|l| l.len() < 4096 + 512),
+        "a flood line was not cut to 4 KiB"
+    );
+    let stdout_bytes: usize = log
+        .lines()
+        .filter(|l| l.contains("zzzzzzzz"))
+        .map(str::len)
+        .sum();
+    assert!(
+        stdout_bytes <= 64 * 1024 + 64 * 512,
+        "{stdout_bytes} bytes of the plugin's stdout reached the log"
+    );
     // Nothing else reached the output: not one of the burst's floods, not
     // the publish before the forbidden one. They would have been written
     // before the dead letters read above.

@@ -12,6 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,8 @@ use crate::{
 const PARTITIONS: i32 = 6;
 const KEYS: usize = 10_000;
 const LATENCY_RATE: usize = 5_000;
+/// Clients asking /readyz without pause in the `-probed` scenario.
+const PROBERS: usize = 4;
 
 struct Scenario {
     name: &'static str,
@@ -87,6 +90,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     for (name, binary, plugin) in [
         ("eddy-noop", &eddy, "noop"),
         ("eddy-noop-reuse", &eddy, "noop"),
+        ("eddy-noop-probed", &eddy, "noop"),
         ("eddy-followup", &eddy, "tagger"),
         ("eddy-followup-reuse", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
@@ -503,6 +507,24 @@ fn eddy_scenario(
 ) -> anyhow::Result<Scenario> {
     let started = Instant::now();
     let running = start_eddy(binary, config)?;
+    // `-probed`: /readyz asked without pause by PROBERS clients meanwhile.
+    let probing = Arc::new(std::sync::atomic::AtomicBool::new(
+        name.ends_with("-probed"),
+    ));
+    let probers: Vec<_> = (0..PROBERS)
+        .filter(|_| probing.load(Ordering::Relaxed))
+        .map(|_| {
+            let (probing, http) = (probing.clone(), running.http.clone());
+            std::thread::spawn(move || {
+                let mut asked = 0u64;
+                while probing.load(Ordering::Relaxed) {
+                    get(&http, "/readyz");
+                    asked += 1;
+                }
+                asked
+            })
+        })
+        .collect();
     while handled(&running.http) < events as f64 {
         if started.elapsed() > Duration::from_secs(3600) {
             bail!(
@@ -514,6 +536,13 @@ fn eddy_scenario(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (cpu_s, peak_rss_mb) = usage(running.child.id())?;
+    probing.store(false, Ordering::Relaxed);
+    if !probers.is_empty() {
+        let asked: u64 = probers.into_iter().map(|p| p.join().unwrap_or(0)).sum();
+        println!(
+            "xtask: bench: {name}: {asked} /readyz requests in {seconds:.1} s from {PROBERS} clients"
+        );
+    }
     stop(running);
     Ok(Scenario {
         name,
@@ -781,6 +810,13 @@ fn print_bars(scenarios: &[Value]) {
         rate("native") / rate("eddy-noop"),
         rate("native") / rate("eddy-noop-reuse"),
         "<= 1.25"
+    );
+    println!(
+        "{:<34} {:>8.3} {:>10} {:>10}",
+        "no-op under a /readyz flood / no-op",
+        rate("eddy-noop-probed") / rate("eddy-noop"),
+        "",
+        ">= 0.95"
     );
     println!(
         "{:<34} {:>8.1} {:>10.1} {:>10}",

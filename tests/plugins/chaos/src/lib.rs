@@ -3,8 +3,9 @@
 //! and `forbidden_topic` (a topic outside its allow-list). `chaos.count`
 //! answers with how many events its instance has served; `chaos.sleep` and
 //! `chaos.sleep-forever` sleep past any deadline, `chaos.nap` for 20 ms;
-//! `chaos.huge` publishes a follow-up of 1.2 MB; `chaos.echo` another
-//! `chaos.echo`.
+//! `chaos.huge` publishes a follow-up of 1.2 MB, `chaos.hugekey` one with a
+//! 600 KB key; `chaos.echo` another `chaos.echo`; `chaos.logflood` writes
+//! 10,000 log lines of 8 KiB and 1 MiB to stdout, then answers.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -70,6 +71,24 @@ fn handle(event: Event) -> Result<(), HandlerError> {
             let blob = "x".repeat(1_200_000);
             let huge = Event::new("chaos.huge").with_json(json!({ "blob": blob }));
             eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &huge)?;
+            Ok(())
+        }
+        // A key over `max_follow_up_bytes` on a small follow-up.
+        "chaos.hugekey" => {
+            let key = "k".repeat(600_000);
+            eddy_sdk::publish(&out, Some(&key), &Event::new("chaos.hugekey"))?;
+            Ok(())
+        }
+        "chaos.logflood" => {
+            let filler = "y".repeat(8192);
+            for n in 0..10_000 {
+                eddy_sdk::log::warn(format!("chaos flood line {n}: {filler}"));
+            }
+            for _ in 0..1024 {
+                println!("{}", "z".repeat(1023));
+            }
+            let answer = Event::new("chaos.handled").with_json(json!({"of": event.event_type}));
+            eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &answer)?;
             Ok(())
         }
         // A short sleep within the deadline is fine.

@@ -49,6 +49,10 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Connections open at once; one more is closed as soon as it opens.
     pub max_connections: usize,
+    /// Connections accepted per second, in bursts of up to a tenth of it;
+    /// more wait in the kernel's backlog, so a flood of requests costs eddy
+    /// no more than that many.
+    pub accepts_per_second: u32,
 }
 
 impl Default for ConnectionLimits {
@@ -56,6 +60,7 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(5),
             max_connections: 64,
+            accepts_per_second: 100,
         }
     }
 }
@@ -104,11 +109,15 @@ pub async fn serve_with(
         .header_read_timeout(limits.header_read_timeout);
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let open = GracefulShutdown::new();
+    let mut pace = Pace::new(limits.accepts_per_second);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = async {
+                pace.next().await;
+                listener.accept().await
+            } => accepted,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -141,6 +150,41 @@ pub async fn serve_with(
         tracing::warn!("HTTP requests still unanswered at shutdown were dropped");
     }
     Ok(())
+}
+
+/// A token bucket: `rate` a second, in bursts of up to a tenth of it.
+struct Pace {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(rate: u32) -> Pace {
+        let rate = f64::from(rate.max(1));
+        let burst = (rate / 10.0).max(1.0);
+        Pace {
+            rate,
+            burst,
+            tokens: burst,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits until one more may go, and takes it.
+    async fn next(&mut self) {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + (now - self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens < 1.0 {
+            let wait = Duration::from_secs_f64((1.0 - self.tokens) / self.rate);
+            tokio::time::sleep(wait).await;
+            self.tokens = 1.0;
+            self.at = tokio::time::Instant::now();
+        }
+        self.tokens -= 1.0;
+    }
 }
 
 async fn render_metrics(State(endpoints): State<Endpoints>) -> impl IntoResponse {
@@ -256,6 +300,7 @@ mod tests {
         let limits = ConnectionLimits {
             header_read_timeout: Duration::from_millis(500),
             max_connections: 8,
+            ..ConnectionLimits::default()
         };
         let (addr, stop, server) = start(limits, Arc::default()).await;
         let mut slow = slow_client(&addr);
@@ -288,6 +333,7 @@ mod tests {
         let limits = ConnectionLimits {
             header_read_timeout: Duration::from_secs(1),
             max_connections: 4,
+            ..ConnectionLimits::default()
         };
         let (addr, stop, server) = start(limits, Arc::default()).await;
         let slow: Vec<TcpStream> = (0..4).map(|_| slow_client(&addr)).collect();
@@ -308,6 +354,28 @@ mod tests {
         assert_eq!(answer.unwrap(), "ok");
         drop(slow);
 
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_requests_is_paced() {
+        let limits = ConnectionLimits {
+            accepts_per_second: 20,
+            ..ConnectionLimits::default()
+        };
+        let (addr, stop, server) = start(limits, Arc::default()).await;
+        let started = Instant::now();
+        for _ in 0..30 {
+            let (answer, _) = healthz(&addr).await;
+            assert_eq!(answer.unwrap(), "ok");
+        }
+        // 20 a second, two at once: the 30 take about 1.4 s, not a few ms.
+        let took = started.elapsed();
+        assert!(
+            took > Duration::from_millis(1200),
+            "30 requests took {took:?}"
+        );
         let _ = stop.send(());
         server.await.unwrap().unwrap();
     }

@@ -42,7 +42,44 @@ struct Scenario {
     latency_ms: Option<[f64; 3]>,
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
+/// What `cargo xtask bench` was asked for.
+pub struct Options {
+    /// 20,000 events instead of 1,000,000.
+    quick: bool,
+    /// Only these scenarios (and the raw floor); no criterion run.
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == scenario))
+    }
+}
+
+/// `[--quick] [--only a,b]`.
+pub fn options(args: &[&str]) -> anyhow::Result<Options> {
+    let mut options = Options {
+        quick: false,
+        only: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--quick" => options.quick = true,
+            "--only" => {
+                let list = args.next().context("--only needs a list of scenarios")?;
+                options.only = Some(list.split(',').map(str::to_string).collect());
+            }
+            other => bail!("unknown bench option {other:?}"),
+        }
+    }
+    Ok(options)
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let quick = options.quick;
     let events = if quick { 20_000 } else { 1_000_000 };
     let latency_for = Duration::from_secs(if quick { 3 } else { 10 });
     let dir = root().join("target/bench");
@@ -95,6 +132,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         ("eddy-followup-reuse", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
     ] {
+        if !options.wants(name) {
+            continue;
+        }
         println!("xtask: bench: {name}");
         let setup = EddySetup {
             plugin,
@@ -113,6 +153,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         ("python-bus-noop", "noop"),
         ("python-bus-followup", "followup"),
     ] {
+        if !options.wants(name) {
+            continue;
+        }
         println!("xtask: bench: {name}");
         let script = root().join("xtask/bench/python_bus.py");
         let mut scenario = self_measured(
@@ -134,6 +177,9 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     }
     report(&dir, &results)?;
     delete_run_topics()?;
+    if options.only.is_some() {
+        return Ok(());
+    }
 
     println!("\nxtask: bench: one event through decode → instantiate → call → collect (criterion)");
     fs::copy(

@@ -25,7 +25,9 @@ commands:
   plugins                   build the example plugins to target/plugins/*.wasm
   demo                      build everything, start Kafka and eddy, show follow-ups
   test                      build everything, start Kafka, run every test
-  bench [--quick]           eddy against a bare consumer and the Python bus";
+  bench [--quick] [--only SCENARIO,…]
+                            eddy against a bare consumer and the Python bus
+                            (--only: those scenarios, after the raw floor)";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -37,8 +39,7 @@ fn main() {
         ["plugins"] => build_plugins().map(|_| ()),
         ["demo"] => demo::run(),
         ["test"] => test(),
-        ["bench"] => bench::run(false),
-        ["bench", "--quick"] => bench::run(true),
+        ["bench", rest @ ..] => bench::options(rest).and_then(bench::run),
         ["bench-raw", rest @ ..] => bench::raw(rest),
         ["bench-latency", rest @ ..] => bench::latency_only(rest.contains(&"--reuse")),
         _ => {

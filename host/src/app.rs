@@ -24,12 +24,13 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, DeliveryMode};
 use crate::kafka::{self, EddyContext};
 use crate::partition::{Worker, Workers};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Runtime, SlotReset};
 use crate::swap::Swap;
+use crate::transaction::Transactions;
 use crate::{http, metrics};
 
 /// How often eddy looks whether swap was turned on (see [`watch_swap`]).
@@ -42,6 +43,8 @@ pub struct Pipeline {
     pub state: ArcSwap<Snapshot>,
     pub producer: FutureProducer,
     pub consumer: StreamConsumer<EddyContext>,
+    /// With exactly-once delivery, the transactions records are written in.
+    pub transactions: Option<Arc<Transactions>>,
     /// Cancelled when eddy begins stopping.
     shutdown: CancellationToken,
 }
@@ -68,10 +71,35 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let stopping = CancellationToken::new();
     let topics = config.topics();
-    let workers = Arc::new(Workers::new(stopping.clone()));
+    let producer: FutureProducer = kafka::producer_config(&config.kafka)
+        .create()
+        .map_err(kafka::redacted)
+        .context("cannot create the Kafka producer")?;
+    let transactions = match config.kafka.delivery {
+        DeliveryMode::AtLeastOnce => None,
+        DeliveryMode::ExactlyOnce => {
+            let (producer, id, process) = (
+                producer.clone(),
+                config.kafka.transactional_id(),
+                stopping.clone(),
+            );
+            let started =
+                tokio::task::spawn_blocking(move || Transactions::start(producer, &id, &process))
+                    .await
+                    .context("the task starting transactions failed")??;
+            Some(Arc::new(started))
+        }
+    };
+    // With transactions, a failed one stops every worker.
+    let workers_parent = match &transactions {
+        Some(transactions) => transactions.stopped().clone(),
+        None => stopping.clone(),
+    };
+    let workers = Arc::new(Workers::new(workers_parent));
     let consumer: StreamConsumer<EddyContext> = kafka::consumer_config(&config.kafka)
         .create_with_context(EddyContext {
             workers: workers.clone(),
+            transactions: transactions.clone(),
         })
         .map_err(kafka::redacted)
         .context("cannot create the Kafka consumer")?;
@@ -79,10 +107,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     consumer
         .subscribe(&topic_refs)
         .with_context(|| format!("cannot subscribe to {topics:?}"))?;
-    let producer: FutureProducer = kafka::producer_config(&config.kafka)
-        .create()
-        .map_err(kafka::redacted)
-        .context("cannot create the Kafka producer")?;
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| {
@@ -101,10 +125,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if slot_reset == SlotReset::WrittenPages {
         tokio::spawn(watch_swap(swap_on.clone()));
     }
+    let transactions_failed = match &transactions {
+        Some(transactions) => transactions.stopped().clone(),
+        None => CancellationToken::new(),
+    };
     let shutdown = async {
         tokio::select! {
             () = shutdown => {}
             () = swap_on.cancelled() => {}
+            () = transactions_failed.cancelled() => {}
         }
     };
     metrics::plugins_loaded(snapshot.plugins.len());
@@ -114,7 +143,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         state: ArcSwap::from_pointee(snapshot),
         producer,
         consumer,
+        transactions: transactions.clone(),
         shutdown: stopping.clone(),
+    });
+    let committer = transactions.clone().map(|transactions| {
+        let (pipeline, every) = (
+            pipeline.clone(),
+            Duration::from_millis(config.kafka.transaction_ms),
+        );
+        let stopping = stopping.clone();
+        tokio::spawn(async move {
+            let metadata = || pipeline.consumer.group_metadata();
+            transactions.run(every, metadata, stopping).await;
+        })
     });
     let reload_thread = {
         let pipeline = pipeline.clone();
@@ -148,11 +189,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     for ended in workers.drain() {
         ended.cancelled().await;
     }
-    pipeline
-        .producer
-        .flush(Timeout::After(Duration::from_secs(30)))
-        .context("cannot flush the producer")?;
-    kafka::commit(&pipeline.consumer, "at shutdown");
+    if let Some(committer) = committer {
+        let _ = committer.await;
+    }
+    match &pipeline.transactions {
+        Some(transactions) => {
+            let metadata = || pipeline.consumer.group_metadata();
+            transactions.commit(metadata, "at shutdown").await;
+        }
+        None => {
+            pipeline
+                .producer
+                .flush(Timeout::After(Duration::from_secs(30)))
+                .context("cannot flush the producer")?;
+            kafka::commit(&pipeline.consumer, "at shutdown");
+        }
+    }
     pipeline.consumer.unsubscribe();
     stop_http.cancel();
     match http.await {
@@ -161,6 +213,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Err(e) => tracing::error!("the HTTP server task failed: {e}"),
     }
     fetched?;
+    if let Some(failure) = transactions.as_ref().and_then(|t| t.failure()) {
+        anyhow::bail!("stopped: {failure}");
+    }
     if swap_on.is_cancelled() {
         anyhow::bail!(
             "stopped because swap was turned on: pool slots were reset by their written \

@@ -31,6 +31,9 @@ pub struct Config {
     /// The file this was read from, if any; `eddy run` watches it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// What was wrong with the environment overrides.
+    #[serde(skip)]
+    pub env_problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -49,6 +52,56 @@ pub struct KafkaConfig {
     /// Any other librdkafka producer property.
     #[serde(default)]
     pub producer: BTreeMap<String, String>,
+    /// `at-least-once` (the default) or `exactly-once`; env `EDDY_DELIVERY`
+    /// overrides it.
+    #[serde(default)]
+    pub delivery: DeliveryMode,
+    /// Exactly-once: the producer's `transactional.id`, one per running
+    /// eddy and the same across its restarts. Default
+    /// `eddy-<group_id>-<host name>`; env `EDDY_TRANSACTIONAL_ID` overrides it.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// Exactly-once: how often the open transaction is committed, in
+    /// milliseconds (sooner once 10,000 records are in it). Default 100.
+    #[serde(default = "default_transaction_ms")]
+    pub transaction_ms: u64,
+}
+
+/// What a consumer of eddy's output may count on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryMode {
+    /// Every event's effects are written at least once; a crash can repeat
+    /// some.
+    #[default]
+    AtLeastOnce,
+    /// Effects and consumed offsets are committed in Kafka transactions: a
+    /// `read_committed` consumer sees each event's effects exactly once.
+    ExactlyOnce,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryMode::AtLeastOnce => "at-least-once",
+            DeliveryMode::ExactlyOnce => "exactly-once",
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// The `transactional.id` of exactly-once delivery.
+    pub fn transactional_id(&self) -> String {
+        self.transactional_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_string());
+            format!("eddy-{}-{host}", self.group_id)
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +212,9 @@ impl PluginSettings {
 fn default_offset_reset() -> String {
     "earliest".to_string()
 }
+fn default_transaction_ms() -> u64 {
+    100
+}
 fn default_listen() -> String {
     "0.0.0.0:9464".to_string()
 }
@@ -191,6 +247,48 @@ fn default_max_follow_up_bytes() -> usize {
 
 fn default_events_per_instance() -> u32 {
     1
+}
+
+/// What in `[kafka]` stands in the way of exactly-once delivery.
+fn exactly_once_problems(kafka: &KafkaConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let setting = |map: &BTreeMap<String, String>, name: &str| {
+        map.get(name).map(|v| v.trim().to_ascii_lowercase())
+    };
+    let at = "[kafka] delivery = \"exactly-once\"";
+    if setting(&kafka.producer, "enable.idempotence").as_deref() == Some("false") {
+        problems.push(format!(
+            "{at} needs the idempotent producer: remove enable.idempotence = \"false\" \
+             from [kafka.producer]"
+        ));
+    }
+    if setting(&kafka.consumer, "enable.auto.commit").as_deref() == Some("true") {
+        problems.push(format!(
+            "{at} commits offsets in transactions: remove enable.auto.commit from [kafka.consumer]"
+        ));
+    }
+    if setting(&kafka.consumer, "isolation.level").as_deref() == Some("read_uncommitted") {
+        problems.push(format!(
+            "{at} reads only committed records: remove isolation.level = \"read_uncommitted\" \
+             from [kafka.consumer]"
+        ));
+    }
+    if kafka.producer.contains_key("transactional.id") {
+        problems.push(format!(
+            "{at}: set the id with [kafka] transactional_id, not [kafka.producer] transactional.id"
+        ));
+    }
+    if kafka.transaction_ms == 0 {
+        problems.push("[kafka] transaction_ms must be at least 1".to_string());
+    }
+    if kafka
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| id.trim().is_empty())
+    {
+        problems.push("[kafka] transactional_id is empty".to_string());
+    }
+    problems
 }
 
 impl Config {
@@ -231,6 +329,18 @@ impl Config {
         if let Some(v) = var("KAFKA_AUTO_OFFSET_RESET") {
             self.kafka.auto_offset_reset = v;
         }
+        if let Some(v) = var("EDDY_DELIVERY") {
+            match v.trim() {
+                "exactly-once" => self.kafka.delivery = DeliveryMode::ExactlyOnce,
+                "at-least-once" => self.kafka.delivery = DeliveryMode::AtLeastOnce,
+                _ => self.env_problems.push(format!(
+                    "EDDY_DELIVERY is {v:?}; use \"at-least-once\" or \"exactly-once\""
+                )),
+            }
+        }
+        if let Some(v) = var("EDDY_TRANSACTIONAL_ID") {
+            self.kafka.transactional_id = Some(v);
+        }
     }
 
     /// Settings of `plugin`, or the defaults when it has no `[plugin.NAME]` table.
@@ -265,6 +375,10 @@ impl Config {
                 "[kafka] auto_offset_reset is {:?}; use \"earliest\" or \"latest\"",
                 kafka.auto_offset_reset
             ));
+        }
+        problems.extend(self.env_problems.iter().cloned());
+        if kafka.delivery == DeliveryMode::ExactlyOnce {
+            problems.extend(exactly_once_problems(kafka));
         }
         if self.plugins.max_hops == 0 {
             problems.push(
@@ -450,6 +564,29 @@ mod tests {
         assert!(
             problems.iter().any(|p| p.contains("memory_mb is 0")),
             "{problems:?}"
+        );
+        let exactly = EXAMPLE.replace(
+            "[plugins]\n",
+            "[kafka.producer]\n\"enable.idempotence\" = \"false\"\n\n[plugins]\n",
+        );
+        let mut config = Config::parse(&exactly).unwrap();
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        config.apply_env(|name| (name == "EDDY_DELIVERY").then(|| "exactly-once".into()));
+        let problems = config.problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("needs the idempotent producer")),
+            "{problems:?}"
+        );
+        config.apply_env(|name| (name == "EDDY_DELIVERY").then(|| "exactly_once".into()));
+        assert!(
+            config
+                .problems()
+                .iter()
+                .any(|p| p.contains("EDDY_DELIVERY is")),
+            "{:?}",
+            config.problems()
         );
         let looping = EXAMPLE.replace("[plugins]\n", "[plugins]\nmax_hops = 0\n");
         let problems = Config::parse(&looping).unwrap().problems();

@@ -17,6 +17,10 @@ use crate::runtime::Failure;
 use crate::text::OneLine;
 use crate::{headers, metrics};
 
+/// How long a dead letter waits for room in a full producer queue, in a
+/// transaction, before it is handed over again.
+const QUEUE_FULL_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Why a record ends in its dead-letter topic.
 #[derive(Debug, Clone)]
 pub enum RecordError {
@@ -94,6 +98,12 @@ pub fn topic_for(configured: Option<&str>, topic: &str) -> String {
 /// partition does not advance: a dead letter is never dropped. A value the
 /// topic will not take is left out, said so in a header: the original stays
 /// at its topic, partition and offset.
+///
+/// `in_transaction`: the producer is transactional and the write is part
+/// of the open transaction, whose commit makes it durable; so it waits only
+/// until the producer takes the record. An error other than a full queue or
+/// a record too large then ends the write with `Cancelled`: the transaction
+/// cannot be committed.
 pub async fn write(
     producer: &FutureProducer,
     token: &CancellationToken,
@@ -101,6 +111,7 @@ pub async fn write(
     topic: &str,
     error: &RecordError,
     attempts: u32,
+    in_transaction: bool,
 ) -> Result<(), Cancelled> {
     tracing::error!(
         attempts,
@@ -140,9 +151,20 @@ pub async fn write(
         if let Some(value) = value {
             out = out.payload(value);
         }
-        let sent = tokio::select! {
-            _ = token.cancelled() => return Err(Cancelled),
-            sent = producer.send(out, Timeout::Never) => sent,
+        let sent = if in_transaction {
+            match producer.send_result(out) {
+                Ok(_) => Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    pause(token, QUEUE_FULL_WAIT).await?;
+                    continue;
+                }
+                Err((e, _)) => Err(e),
+            }
+        } else {
+            tokio::select! {
+                _ = token.cancelled() => return Err(Cancelled),
+                sent = producer.send(out, Timeout::Never) => sent.map(|_| ()).map_err(|(e, _)| e),
+            }
         };
         let too_large = match &sent {
             Ok(_) => {
@@ -153,7 +175,7 @@ pub async fn write(
                 );
                 return Ok(());
             }
-            Err((KafkaError::MessageProduction(code), _)) => matches!(
+            Err(KafkaError::MessageProduction(code)) => matches!(
                 *code,
                 RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
             ),
@@ -170,15 +192,20 @@ pub async fn write(
                 format!("too large for this topic; the originals are at {at}"),
             ));
         } else {
+            if in_transaction {
+                tracing::error!(
+                    dead_letter_topic = topic,
+                    "the dead-letter record cannot join the transaction: {}",
+                    sent.err().map(|e| e.to_string()).unwrap_or_default()
+                );
+                return Err(Cancelled);
+            }
             round += 1;
             tracing::error!(
                 dead_letter_topic = topic,
                 "cannot write the dead-letter record ({}); partition {} of {} \
                  will not advance until it can",
-                match &sent {
-                    Err((e, _)) => e.to_string(),
-                    Ok(_) => String::new(),
-                },
+                sent.err().map(|e| e.to_string()).unwrap_or_default(),
                 record.partition(),
                 record.topic()
             );

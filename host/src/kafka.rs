@@ -11,9 +11,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaConfRes;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-use crate::config::{KafkaConfig, may_be_secret};
+use crate::config::{DeliveryMode, KafkaConfig, may_be_secret};
 use crate::metrics;
 use crate::partition::Workers;
+use crate::transaction::Transactions;
 
 pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -35,6 +36,13 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         // flowing.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000");
+    if kafka.delivery == DeliveryMode::ExactlyOnce {
+        // Offsets are committed in the transactions; follow-ups of aborted
+        // transactions (eddy's or anyone's) are never read.
+        config
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    }
     for (name, value) in &kafka.consumer {
         config.set(name, value);
     }
@@ -50,6 +58,9 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         // Workers produce a batch's follow-ups together and await the
         // acknowledgements after: lingering would only add latency.
         .set("linger.ms", "0");
+    if kafka.delivery == DeliveryMode::ExactlyOnce {
+        config.set("transactional.id", kafka.transactional_id());
+    }
     for (name, value) in &kafka.producer {
         config.set(name, value);
     }
@@ -84,9 +95,11 @@ pub fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>, when: &str) {
 
 /// librdkafka callbacks: statistics become the consumer-lag gauges; an
 /// assign hands partitions to the workers, a revoke stops their workers and
-/// commits their finished work before they move.
+/// commits their finished work before they move (in the open transaction,
+/// with exactly-once delivery).
 pub struct EddyContext {
     pub workers: Arc<Workers>,
+    pub transactions: Option<Arc<Transactions>>,
 }
 
 impl ClientContext for EddyContext {
@@ -114,7 +127,11 @@ impl ConsumerContext for EddyContext {
             Rebalance::Revoke(list) => {
                 let partitions = partitions_of(list);
                 self.workers.revoke(&partitions);
-                commit(consumer, "before giving up partitions");
+                match &self.transactions {
+                    Some(transactions) => transactions
+                        .commit_blocking(consumer.group_metadata(), "before giving up partitions"),
+                    None => commit(consumer, "before giving up partitions"),
+                }
                 tracing::info!(?partitions, "partitions revoked; finished work committed");
             }
             Rebalance::Assign(list) => {
@@ -149,6 +166,9 @@ mod tests {
             auto_offset_reset: "earliest".into(),
             consumer: Default::default(),
             producer: Default::default(),
+            delivery: DeliveryMode::AtLeastOnce,
+            transactional_id: None,
+            transaction_ms: 100,
         };
         kafka
             .consumer

@@ -57,6 +57,7 @@ pub mod runtime;
 pub mod scaffold;
 pub mod swap;
 mod text;
+mod transaction;
 
 pub use app::run;
 pub use bindings::{Delivery, Event};

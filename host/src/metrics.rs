@@ -15,6 +15,8 @@
 //! | `eddy_consumer_lag` (records not yet finished) | topic, partition |
 //! | `eddy_plugin_reloads_total` | plugin, outcome (ok, failed, removed) |
 //! | `eddy_plugins_loaded` | — |
+//! | `eddy_transactions_total` (exactly-once) | outcome (committed, aborted) |
+//! | `eddy_transaction_duration_seconds` (offsets sent to committed) | — |
 
 use std::sync::OnceLock;
 
@@ -146,4 +148,11 @@ pub fn reload(plugin: &str, outcome: &'static str) {
 
 pub fn plugins_loaded(count: usize) {
     gauge!("eddy_plugins_loaded").set(count as f64);
+}
+
+/// A transaction ended (`committed` or `aborted`), `took` after its
+/// offsets were sent.
+pub fn transaction(outcome: &'static str, took: std::time::Duration) {
+    counter!("eddy_transactions_total", "outcome" => outcome).increment(1);
+    histogram!("eddy_transaction_duration_seconds").record(took.as_secs_f64());
 }

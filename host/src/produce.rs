@@ -38,6 +38,9 @@ const QUEUE_FULL_MAX_WAIT: Duration = Duration::from_millis(50);
 pub enum NotTaken {
     Cancelled,
     Refused(Refused),
+    /// The producer can take nothing more: its transaction failed, or it
+    /// hit a fatal error. Producing again cannot help.
+    Broken(String),
 }
 
 /// A follow-up Kafka will never take: the plugin that published it failed.
@@ -79,6 +82,12 @@ pub fn permanent(code: RDKafkaErrorCode) -> bool {
             | PolicyViolation
             | InvalidArgument
     )
+}
+
+/// Whether the producer will take nothing more after `code`: its
+/// transaction is in an error state, or it hit a fatal error.
+fn broken(code: RDKafkaErrorCode) -> bool {
+    matches!(code, RDKafkaErrorCode::State | RDKafkaErrorCode::Fatal)
 }
 
 /// A follow-up handed to the producer.
@@ -204,9 +213,9 @@ pub async fn settle(
                             one.ack = Ack::Refused(refused.error.clone());
                             return Err(NotTaken::Refused(refused));
                         }
-                        Err(NotTaken::Cancelled) => {
+                        Err(other) => {
                             one.ack = Ack::Failed;
-                            return Err(NotTaken::Cancelled);
+                            return Err(other);
                         }
                     }
                 }
@@ -257,6 +266,11 @@ async fn enqueue(
                 record = back;
                 pause(token, full_wait).await?;
                 full_wait = (full_wait * 2).min(QUEUE_FULL_MAX_WAIT);
+            }
+            Err((KafkaError::MessageProduction(code), _)) if broken(code) => {
+                return Err(NotTaken::Broken(format!(
+                    "the producer takes no more records: {code:?}"
+                )));
             }
             Err((KafkaError::MessageProduction(code), _)) if permanent(code) => {
                 return Err(NotTaken::Refused(Refused {

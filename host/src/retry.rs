@@ -19,7 +19,7 @@ use crate::metrics::{self, Tally};
 use crate::partition::{Cancelled, pause};
 use crate::produce::{self, NotTaken, Refused};
 use crate::reload::{Handler, Snapshot};
-use crate::runtime::{Failure, FailureKind, Outcome};
+use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin};
 use crate::text::OneLine;
 
 /// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`], with jitter.
@@ -33,6 +33,26 @@ pub fn backoff(n: u32) -> Duration {
     capped.mul_f64(rand::rng().random_range(0.75..=1.25))
 }
 
+/// What handling a record leaves to write to Kafka.
+pub enum Effect {
+    FollowUps {
+        plugin: Arc<Plugin>,
+        follow_ups: Vec<FollowUp>,
+        /// The attempt that published them.
+        attempts: u32,
+    },
+    DeadLetter {
+        topic: String,
+        error: RecordError,
+        attempts: u32,
+    },
+}
+
+/// Where [`finish`] puts a record's effects: `None` writes each at once
+/// (at-least-once); `Some` keeps them, to be written in one transaction
+/// with the record's offset (exactly-once).
+pub type Deferred = Option<Vec<Effect>>;
+
 /// Takes a record whose first pass stopped short to its end: the dead
 /// letter of a record that is not an event; else the follow-ups of the
 /// plugins that handled it, then retries or a dead letter for the plugin
@@ -42,6 +62,7 @@ pub async fn finish(
     token: &CancellationToken,
     ran: Ran,
     snapshot: &Snapshot,
+    deferred: &mut Deferred,
 ) -> Result<(), Cancelled> {
     let record = &ran.record;
     let span = tracing::info_span!(
@@ -55,13 +76,25 @@ pub async fn finish(
             Ok(event) => event,
             Err(error) => {
                 let topic = dead_letter::topic_for(None, record.topic());
-                return dead_letter::write(&pipeline.producer, token, record, &topic, &error, 0)
-                    .await;
+                return dead_letter(pipeline, token, record, topic, error, 0, deferred).await;
             }
         };
         let mut sent = Vec::new();
         let mut refused = None;
-        for (plugin, follow_ups) in ran.handled {
+        let handled = match deferred.as_mut() {
+            Some(effects) => {
+                for (plugin, follow_ups) in ran.handled {
+                    effects.push(Effect::FollowUps {
+                        plugin,
+                        follow_ups,
+                        attempts: 1,
+                    });
+                }
+                Vec::new()
+            }
+            None => ran.handled,
+        };
+        for (plugin, follow_ups) in handled {
             let produced = produce::produce(
                 &pipeline.producer,
                 token,
@@ -79,7 +112,7 @@ pub async fn finish(
             refused.get_or_insert(refusal(not_taken)?);
         }
         if let Some(refused) = refused {
-            dead_letter_refused(pipeline, token, record, snapshot, refused, 1).await?;
+            dead_letter_refused(pipeline, token, record, snapshot, refused, 1, false).await?;
         }
         let stopped = ran.stopped.unwrap_or_default();
         let mut first = stopped.failure;
@@ -94,6 +127,7 @@ pub async fn finish(
                 plugin,
                 snapshot,
                 first.take(),
+                deferred,
             )
             .instrument(tracing::info_span!("plugin", plugin, event_id = %OneLine(&event.event_id)))
             .await?;
@@ -105,8 +139,9 @@ pub async fn finish(
 }
 
 /// Runs `plugin` on the event until it is handled (its follow-ups
-/// acknowledged) or dead-lettered. `first` is the failure of an attempt
-/// that ran already.
+/// acknowledged, or deferred) or dead-lettered. `first` is the failure of
+/// an attempt that ran already.
+#[allow(clippy::too_many_arguments)]
 async fn deliver(
     pipeline: &Pipeline,
     token: &CancellationToken,
@@ -115,6 +150,7 @@ async fn deliver(
     plugin: &str,
     snapshot: &Snapshot,
     mut first: Option<Failure>,
+    deferred: &mut Deferred,
 ) -> Result<(), Cancelled> {
     let settings = snapshot.settings(plugin);
     let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
@@ -130,8 +166,8 @@ async fn deliver(
                 plugin: plugin.to_string(),
                 dir: snapshot.config.plugins.dir.clone(),
             };
-            let topic = &dead_letter_topic;
-            return dead_letter::write(&pipeline.producer, token, record, topic, &error, 0).await;
+            let topic = dead_letter_topic;
+            return dead_letter(pipeline, token, record, topic, error, 0, deferred).await;
         }
     };
     let mut attempt: u32 = 1;
@@ -182,6 +218,16 @@ async fn deliver(
                     &loaded.hash,
                     follow_ups.iter().map(|f| f.topic.as_str()),
                 );
+                if let Some(effects) = deferred.as_mut() {
+                    effects.push(Effect::FollowUps {
+                        plugin: loaded.clone(),
+                        follow_ups,
+                        attempts: attempt,
+                    });
+                    tally.flush(record.topic());
+                    tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
+                    return Ok(());
+                }
                 let mut sent = Vec::new();
                 let producer = &pipeline.producer;
                 let produced =
@@ -193,7 +239,7 @@ async fn deliver(
                 if let Err(not_taken) = taken {
                     let refused = refusal(not_taken)?;
                     return dead_letter_refused(
-                        pipeline, token, record, snapshot, refused, attempt,
+                        pipeline, token, record, snapshot, refused, attempt, false,
                     )
                     .await;
                 }
@@ -220,17 +266,35 @@ async fn deliver(
                     plugin: plugin.to_string(),
                     failure,
                 };
-                let topic = &dead_letter_topic;
-                return dead_letter::write(
-                    &pipeline.producer,
-                    token,
-                    record,
-                    topic,
-                    &error,
-                    attempt,
-                )
-                .await;
+                let topic = dead_letter_topic;
+                return dead_letter(pipeline, token, record, topic, error, attempt, deferred).await;
             }
+        }
+    }
+}
+
+/// Dead-letters `record` now, or defers the dead letter.
+async fn dead_letter(
+    pipeline: &Pipeline,
+    token: &CancellationToken,
+    record: &OwnedMessage,
+    topic: String,
+    error: RecordError,
+    attempts: u32,
+    deferred: &mut Deferred,
+) -> Result<(), Cancelled> {
+    match deferred {
+        Some(effects) => {
+            effects.push(Effect::DeadLetter {
+                topic,
+                error,
+                attempts,
+            });
+            Ok(())
+        }
+        None => {
+            let producer = &pipeline.producer;
+            dead_letter::write(producer, token, record, &topic, &error, attempts, false).await
         }
     }
 }
@@ -238,7 +302,7 @@ async fn deliver(
 /// The refusal in `not_taken`, or the cancellation.
 fn refusal(not_taken: NotTaken) -> Result<Refused, Cancelled> {
     match not_taken {
-        NotTaken::Cancelled => Err(Cancelled),
+        NotTaken::Cancelled | NotTaken::Broken(_) => Err(Cancelled),
         NotTaken::Refused(refused) => Ok(refused),
     }
 }
@@ -252,6 +316,7 @@ pub async fn dead_letter_refused(
     snapshot: &Snapshot,
     refused: Refused,
     attempts: u32,
+    in_transaction: bool,
 ) -> Result<(), Cancelled> {
     let topic = snapshot
         .settings(&refused.plugin)
@@ -263,5 +328,15 @@ pub async fn dead_letter_refused(
         },
         plugin: refused.plugin,
     };
-    dead_letter::write(&pipeline.producer, token, record, &topic, &error, attempts).await
+    let producer = &pipeline.producer;
+    dead_letter::write(
+        producer,
+        token,
+        record,
+        &topic,
+        &error,
+        attempts,
+        in_transaction,
+    )
+    .await
 }

@@ -277,6 +277,9 @@ pub fn read_until(
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("allow.auto.create.topics", "false")
+        // librdkafka's default, said: records of aborted transactions (an
+        // exactly-once eddy killed mid-transaction) are not read.
+        .set("isolation.level", "read_committed")
         .create()
         .expect("consumer");
     let mut assigned: Vec<(String, i32)> = Vec::new();

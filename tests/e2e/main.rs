@@ -15,6 +15,7 @@
 mod check;
 mod checker;
 mod delivery;
+mod exactly_once;
 mod failures;
 mod harness;
 mod hostile;

@@ -74,6 +74,11 @@ impl Lease {
         }
     }
 
+    /// Whether the lease is still held (it may expire right after).
+    pub fn is_held(&self) -> bool {
+        *self.held()
+    }
+
     fn expire(&self) {
         *self.held() = false;
     }

@@ -27,10 +27,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Cancelled, Lease, Ledger, Start};
 use crate::app::Pipeline;
+use crate::dead_letter;
 use crate::dispatch::{self, Instances, Ran};
 use crate::produce::{self, Acks, NotTaken, Sent};
 use crate::reload::Snapshot;
-use crate::retry;
+use crate::retry::{self, Effect};
+use crate::transaction::Transactions;
 
 /// Records run per hop to a blocking thread.
 const BATCH: usize = 256;
@@ -222,6 +224,18 @@ impl Worker {
     /// Takes a record from its first pass on: produces what it published,
     /// or goes the slow way.
     async fn finish(&mut self, ran: Ran, snapshot: &Snapshot) -> Result<(), Cancelled> {
+        if let Some(transactions) = self.pipeline.transactions.clone() {
+            let finished = self
+                .finish_in_transaction(&transactions, ran, snapshot)
+                .await;
+            if finished.is_err() && !self.token.is_cancelled() {
+                transactions.fail(format!(
+                    "partition {} of {}: a record's effects could not join the transaction",
+                    self.partition, self.topic
+                ));
+            }
+            return finished;
+        }
         let offset = ran.record.offset();
         if ran.finished() {
             let mut sent = Vec::new();
@@ -234,6 +248,7 @@ impl Worker {
                 {
                     Ok(()) => {}
                     Err(NotTaken::Cancelled) => return Err(Cancelled),
+                    Err(NotTaken::Broken(reason)) => return Err(self.broken(&reason)),
                     Err(NotTaken::Refused(first)) => {
                         refused.get_or_insert(first);
                     }
@@ -249,16 +264,100 @@ impl Worker {
                     // What came before is settled first, as on the slow way.
                     self.settle_all().await?;
                     let (pipeline, token) = (&self.pipeline, &self.token);
-                    retry::dead_letter_refused(pipeline, token, &record, snapshot, refused, 1)
-                        .await?;
+                    retry::dead_letter_refused(
+                        pipeline, token, &record, snapshot, refused, 1, false,
+                    )
+                    .await?;
                     self.ledger.complete(offset);
                 }
             }
             return Ok(());
         }
         self.settle_all().await?;
-        retry::finish(&self.pipeline, &self.token, ran, snapshot).await?;
+        retry::finish(&self.pipeline, &self.token, ran, snapshot, &mut None).await?;
         self.ledger.complete(offset);
+        Ok(())
+    }
+
+    /// The worker cannot go on: the producer takes nothing more. It ends,
+    /// and so does eddy (a restart reads the unfinished records again).
+    fn broken(&self, reason: &str) -> Cancelled {
+        tracing::error!(
+            topic = self.topic,
+            partition = self.partition,
+            "cannot produce follow-ups: {reason}"
+        );
+        Cancelled
+    }
+
+    /// [`Worker::finish`] with exactly-once delivery: what the record's
+    /// plugins published, or its dead letters, are written into the open
+    /// transaction together with the partition's offset after it, all at
+    /// once. A retry waits outside the transaction; nothing is written until
+    /// the record's fate is settled.
+    async fn finish_in_transaction(
+        &mut self,
+        transactions: &Transactions,
+        ran: Ran,
+        snapshot: &Snapshot,
+    ) -> Result<(), Cancelled> {
+        let (record, effects) = if ran.finished() {
+            let effects = ran
+                .handled
+                .into_iter()
+                .map(|(plugin, follow_ups)| Effect::FollowUps {
+                    plugin,
+                    follow_ups,
+                    attempts: 1,
+                })
+                .collect();
+            (ran.record, effects)
+        } else {
+            let record = ran.record.clone();
+            let mut deferred = Some(Vec::new());
+            retry::finish(&self.pipeline, &self.token, ran, snapshot, &mut deferred).await?;
+            (record, deferred.unwrap_or_default())
+        };
+        let held = transactions.enter(&self.token, &self.lease).await?;
+        let (pipeline, token) = (&self.pipeline, held.token());
+        for effect in effects {
+            match effect {
+                Effect::FollowUps {
+                    plugin,
+                    follow_ups,
+                    attempts,
+                } => {
+                    let mut sent = Vec::new();
+                    let producer = &pipeline.producer;
+                    match produce::produce(producer, token, &record, &plugin, follow_ups, &mut sent)
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(NotTaken::Cancelled) => return Err(Cancelled),
+                        Err(NotTaken::Broken(reason)) => return Err(self.broken(&reason)),
+                        Err(NotTaken::Refused(refused)) => {
+                            retry::dead_letter_refused(
+                                pipeline, token, &record, snapshot, refused, attempts, true,
+                            )
+                            .await?;
+                        }
+                    }
+                }
+                Effect::DeadLetter {
+                    topic,
+                    error,
+                    attempts,
+                } => {
+                    let producer = &pipeline.producer;
+                    dead_letter::write(producer, token, &record, &topic, &error, attempts, true)
+                        .await?;
+                }
+            }
+        }
+        self.ledger.complete(record.offset());
+        if let Some(next) = self.ledger.next_to_store() {
+            held.stage(&self.topic, self.partition, next, 1);
+        }
         Ok(())
     }
 
@@ -280,9 +379,11 @@ impl Worker {
         match produce::settle(&pipeline.producer, token, &mut oldest.sent).await {
             Ok(()) => {}
             Err(NotTaken::Cancelled) => return Err(Cancelled),
+            Err(NotTaken::Broken(reason)) => return Err(self.broken(&reason)),
             Err(NotTaken::Refused(refused)) => {
                 let snapshot = pipeline.state.load_full();
-                retry::dead_letter_refused(pipeline, token, &oldest.record, &snapshot, refused, 1)
+                let record = &oldest.record;
+                retry::dead_letter_refused(pipeline, token, record, &snapshot, refused, 1, false)
                     .await?;
             }
         }
@@ -339,7 +440,12 @@ impl Worker {
     }
 
     /// Stores the offset the ledger allows, while the worker holds the lease.
+    /// With exactly-once delivery offsets are staged in the transaction
+    /// instead, as records finish.
     fn store(&mut self) {
+        if self.pipeline.transactions.is_some() {
+            return;
+        }
         let Some(offset) = self.ledger.next_to_store() else {
             return;
         };

@@ -1,0 +1,154 @@
+//! Exactly-once delivery (`[kafka] delivery = "exactly-once"`): follow-ups,
+//! dead letters and offsets commit together, so a `read_committed` reader
+//! (the harness reads so) sees each event's effects once, across a kill -9
+//! and a dead letter.
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::failures::{stream, tagger_config, verdict_of};
+use crate::harness::{
+    Eddy, PluginFile, bootstrap, committed, create_topics, dead_letters, producer_for, read_to_end,
+    seed_event, unique,
+};
+
+const EVENTS: usize = 20_000;
+const PARTITIONS: i32 = 6;
+
+/// The tagger on `topic`, answering on `out`, exactly once.
+fn exactly_once_config(group: &str, topic: &str, out: &str) -> String {
+    tagger_config(group, topic, out).replacen(
+        "[kafka]\n",
+        &format!(
+            "[kafka]\ndelivery = \"exactly-once\"\ntransactional_id = \"{}\"\n",
+            unique("tx")
+        ),
+        1,
+    )
+}
+
+/// Records of `topic` whose offsets `group` has committed.
+fn finished(group: &str, topic: &str) -> i64 {
+    committed(group, topic, PARTITIONS)
+        .into_iter()
+        .map(|o| o.unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn kill_9_mid_stream_repeats_nothing() {
+    let (topic, out, group) = (unique("eos.kill"), unique("eos.kill.out"), unique("g"));
+    create_topics(&[&topic, &out], PARTITIONS);
+    let config = exactly_once_config(&group, &topic, &out);
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    let producing = stream(
+        bootstrap(),
+        topic.clone(),
+        0..EVENTS,
+        Duration::from_secs(8),
+    );
+    thread::sleep(Duration::from_secs(4));
+    eddy.kill();
+    // Offsets commit with their effects: what was committed when the kill
+    // struck is what was done.
+    let done = finished(&group, &topic);
+    assert!(
+        done > 0 && done < EVENTS as i64,
+        "the kill came mid-stream: {done} of {EVENTS} events were committed by then"
+    );
+    thread::sleep(Duration::from_secs(1));
+    eddy.launch();
+    let sent = producing.join().expect("producer");
+    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    println!("exactly-once, kill -9 mid-stream after {done} events: {verdict}");
+    assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
+    assert!(verdict.duplicated.is_empty(), "{verdict}");
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    assert!(eddy.log().contains("exactly-once: transactions started"));
+    eddy.stop();
+}
+
+#[test]
+fn a_dead_letter_is_written_once_across_a_kill() {
+    let (topic, out, group) = (unique("eos.dlq"), unique("eos.dlq.out"), unique("g"));
+    create_topics(&[&topic, &out], PARTITIONS);
+    let config = exactly_once_config(&group, &topic, &out)
+        .replace("[plugin.tagger]\n", "[plugin.tagger]\nmax_retries = 0\n");
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    // 4,000 events over 8 s; every tenth fails its one attempt.
+    const TOTAL: usize = 4_000;
+    let producing = {
+        let topic = topic.clone();
+        thread::spawn(move || {
+            let producer = producer_for(&bootstrap());
+            for n in 0..TOTAL {
+                let key = format!("key-{}", n % 64);
+                let data = if n % 10 == 0 {
+                    json!({"seq": n, "fail_attempts": 99})
+                } else {
+                    json!({"seq": n})
+                };
+                let id = format!("dlq-{n}");
+                producer.send_json(&topic, &key, &seed_event(&id, "load.event", &key, data));
+                if n % 100 == 99 {
+                    producer.flush();
+                    thread::sleep(Duration::from_millis(200));
+                }
+            }
+            producer.flush();
+        })
+    };
+    thread::sleep(Duration::from_secs(4));
+    eddy.kill();
+    let done = finished(&group, &topic);
+    assert!(
+        done > 0 && done < TOTAL as i64,
+        "the kill came mid-stream: {done} of {TOTAL} events were committed by then"
+    );
+    eddy.launch();
+    producing.join().expect("producer");
+    let dead = dead_letters(&topic, TOTAL / 10);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for letter in &dead {
+        let original = format!(
+            "{}/{}",
+            letter.header("eddy-original-partition"),
+            letter.header("eddy-original-offset")
+        );
+        *seen.entry(original).or_default() += 1;
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(seen.len(), TOTAL / 10, "log:\n{}", eddy.log());
+    assert!(twice.is_empty(), "dead-lettered more than once: {twice:?}");
+    // And every other event was answered exactly once.
+    let answers = read_to_end(&[&out], |_| true);
+    let mut causes: HashMap<String, usize> = HashMap::new();
+    for answer in &answers {
+        let cause = answer.json()["causation_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        *causes.entry(cause).or_default() += 1;
+    }
+    assert_eq!(causes.len(), TOTAL - TOTAL / 10);
+    assert!(
+        causes.values().all(|n| *n == 1),
+        "an event was answered twice"
+    );
+    eddy.stop();
+}
+
+#[test]
+fn an_exactly_once_config_that_cannot_work_is_refused() {
+    let (topic, out) = (unique("eos.bad"), unique("eos.bad.out"));
+    let config = exactly_once_config(&unique("g"), &topic, &out).replace(
+        "[plugins]\n",
+        "[kafka.producer]\n\"enable.idempotence\" = \"false\"\n\n[plugins]\n",
+    );
+    let (code, output) = crate::harness::check(&config, &[PluginFile::Test("tagger")], &[]);
+    assert_ne!(code, 0, "{output}");
+    assert!(output.contains("needs the idempotent producer"), "{output}");
+}

@@ -130,6 +130,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-noop-probed", &eddy, "noop"),
         ("eddy-followup", &eddy, "tagger"),
         ("eddy-followup-reuse", &eddy, "tagger"),
+        ("eddy-followup-eos", &eddy, "tagger"),
+        ("eddy-followup-eos-reuse", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
     ] {
         if !options.wants(name) {
@@ -141,6 +143,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             plugins: &plugins,
             out: &out,
             reuse: name.ends_with("-reuse"),
+            exactly_once: name.contains("-eos"),
         };
         let config = eddy_config(&dir, name, &group(name), &corpus, &setup)?;
         let mut scenario = eddy_scenario(name, binary, &config, events)?;
@@ -223,6 +226,7 @@ pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
         plugins: &plugins,
         out: &out,
         reuse,
+        exactly_once: false,
     };
     let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
     println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
@@ -438,6 +442,8 @@ struct EddySetup<'a> {
     out: &'a str,
     /// Whether the plugin opts in to instance reuse ([`REUSE`]).
     reuse: bool,
+    /// `[kafka] delivery = "exactly-once"`.
+    exactly_once: bool,
 }
 
 fn eddy_config(
@@ -452,7 +458,13 @@ fn eddy_config(
         plugins,
         out,
         reuse,
+        exactly_once,
     } = *setup;
+    let delivery = if exactly_once {
+        format!("delivery = \"exactly-once\"\ntransactional_id = \"{group}\"\n")
+    } else {
+        String::new()
+    };
     let reuse = if reuse { REUSE } else { 1 };
     let scenario = dir.join(name);
     let plugin_dir = scenario.join("plugins");
@@ -468,7 +480,7 @@ fn eddy_config(
     fs::write(
         &config,
         format!(
-            "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n\n\
+            "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n{delivery}\n\
              [plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
              [plugin.{plugin}]\npublish_to = [\"{out}\"]\nevents_per_instance = {reuse}\n\
@@ -844,6 +856,13 @@ fn print_bars(scenarios: &[Value]) {
     };
     ratio("eddy no-op / raw", "eddy-noop", "raw", ">= 0.8");
     ratio("eddy follow-up / raw", "eddy-followup", "raw", ">= 0.5");
+    println!(
+        "{:<34} {:>8.3} {:>10.3} {:>10}",
+        "exactly-once / at-least-once fu.",
+        rate("eddy-followup-eos") / rate("eddy-followup"),
+        rate("eddy-followup-eos-reuse") / rate("eddy-followup-reuse"),
+        ">= 0.7"
+    );
     ratio(
         "eddy no-op / python bus no-op",
         "eddy-noop",
@@ -870,6 +889,13 @@ fn print_bars(scenarios: &[Value]) {
         p99("eddy-followup"),
         p99("eddy-followup-reuse"),
         "< 5"
+    );
+    println!(
+        "{:<34} {:>8.1} {:>10.1} {:>10}",
+        "  exactly-once p99 ms at 5,000/s",
+        p99("eddy-followup-eos"),
+        p99("eddy-followup-eos-reuse"),
+        ""
     );
     println!(
         "{:<34} {:>8.1} {:>10} {:>10}",

@@ -27,6 +27,10 @@
 //!   attempt's deadline;
 //! - `text`: outside text on one log line;
 //! - `limits`: what one sandbox store may take (memory, instances, tables);
+//! - [`swap`]: whether pages can be swapped out, which decides how pool
+//!   slots are reset between instances;
+//! - `transaction`: exactly-once delivery, a record's effects and offset in
+//!   one Kafka transaction;
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;

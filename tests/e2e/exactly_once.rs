@@ -197,6 +197,81 @@ fn a_host_joining_and_one_killed_mid_stream_repeat_nothing() {
 }
 
 #[test]
+fn a_paused_host_whose_partitions_moved_on_is_fenced() {
+    let (topic, out, group) = (unique("eos.zombie"), unique("eos.zombie.out"), unique("g"));
+    create_topics(&[&topic, &out], PARTITIONS);
+    // A paused host is out of the group after 6 s.
+    let config = exactly_once_config(&group, &topic, &out).replace(
+        "[plugins]\n",
+        "[kafka.consumer]\n\"session.timeout.ms\" = \"6000\"\n\
+         \"heartbeat.interval.ms\" = \"1000\"\n\n[plugins]\n",
+    );
+    let plugins = [PluginFile::Test("tagger")];
+    // The zombie commits every 5 s, so a transaction with records in it is
+    // open when it is paused.
+    let slow = config.replacen("[kafka]\n", "[kafka]\ntransaction_ms = 5000\n", 1);
+    let mut zombie = Eddy::start_with_env(
+        &slow,
+        &plugins,
+        &[("EDDY_TRANSACTIONAL_ID", &unique("tx-z"))],
+    );
+    assert!(zombie.wait_for_log("partitions assigned", 1, Duration::from_secs(30)));
+    let producing = stream(
+        bootstrap(),
+        topic.clone(),
+        0..EVENTS,
+        Duration::from_secs(12),
+    );
+    thread::sleep(Duration::from_millis(6500));
+    // Paused mid-stream, with a transaction open; another host takes over.
+    zombie.signal("STOP");
+    let done = finished(&group, &topic);
+    assert!(
+        done > 0 && done < EVENTS as i64,
+        "the pause came mid-stream: {done} of {EVENTS} events were committed by then"
+    );
+    let mut heir = Eddy::start_with_env(
+        &config,
+        &plugins,
+        &[("EDDY_TRANSACTIONAL_ID", &unique("tx-h"))],
+    );
+    assert!(
+        heir.wait_for_log("partitions assigned", 1, Duration::from_secs(60)),
+        "log of the heir:\n{}",
+        heir.log()
+    );
+    thread::sleep(Duration::from_secs(5));
+    // Back from the pause, the zombie's transaction must not commit.
+    zombie.signal("CONT");
+    let sent = producing.join().expect("producer");
+    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    println!("exactly-once, a paused host whose partitions moved on: {verdict}");
+    // Its transaction, open across the pause, was refused: the heir's
+    // group generation fenced it.
+    let log = zombie.log();
+    assert!(
+        log.contains("was aborted"),
+        "the zombie's transaction was not refused; its log:\n{log}"
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "{verdict}; log of the heir:\n{}",
+        heir.log()
+    );
+    assert!(
+        verdict.duplicated.is_empty(),
+        "{verdict}; log of the zombie:\n{}",
+        zombie.log()
+    );
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    assert!(heir.is_running());
+    heir.stop();
+    if zombie.is_running() {
+        zombie.kill();
+    }
+}
+
+#[test]
 fn a_broker_outage_mid_stream_loses_and_repeats_nothing() {
     let mut broker = TestBroker::start();
     let brokers = broker.bootstrap();

@@ -557,6 +557,17 @@ impl Eddy {
             .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, …) to the running eddy.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("eddy is not running");
+        let sent = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
     /// Starts eddy again after it stopped by itself, as a supervisor would.
     pub fn restart_stopped(&mut self) {
         assert!(!self.is_running(), "eddy is still running");

@@ -60,8 +60,10 @@ pub struct Transactions {
 /// What the open transaction will commit.
 #[derive(Default)]
 struct Staged {
-    /// The next offset to read, per topic and partition.
-    offsets: HashMap<(String, i32), i64>,
+    /// The next offset to read, by topic, then partition: looked up with
+    /// the worker's borrowed topic name, so staging allocates nothing once
+    /// the topic is there.
+    offsets: HashMap<String, HashMap<i32, i64>>,
     records: usize,
 }
 
@@ -85,10 +87,14 @@ impl InTransaction<'_> {
     /// what was written meanwhile.
     pub fn stage(&self, topic: &str, partition: i32, next: i64, records: usize) {
         let mut staged = self.transactions.staged();
-        match staged.offsets.get_mut(&(topic.to_string(), partition)) {
-            Some(offset) => *offset = next,
+        match staged.offsets.get_mut(topic) {
+            Some(partitions) => {
+                partitions.insert(partition, next);
+            }
             None => {
-                staged.offsets.insert((topic.to_string(), partition), next);
+                staged
+                    .offsets
+                    .insert(topic.to_string(), HashMap::from([(partition, next)]));
             }
         }
         staged.records += records;
@@ -240,7 +246,7 @@ impl Transactions {
                 metrics::transaction("committed", started.elapsed());
                 tracing::debug!(
                     records = staged.records,
-                    partitions = staged.offsets.len(),
+                    partitions = staged.offsets.values().map(HashMap::len).sum::<usize>(),
                     "transaction committed {when}"
                 );
             }
@@ -264,9 +270,11 @@ impl Transactions {
         metadata: Option<ConsumerGroupMetadata>,
     ) -> anyhow::Result<()> {
         let metadata = metadata.context("the consumer has no group metadata yet")?;
-        let mut offsets = TopicPartitionList::with_capacity(staged.offsets.len());
-        for ((topic, partition), next) in &staged.offsets {
-            offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        let mut offsets = TopicPartitionList::new();
+        for (topic, partitions) in &staged.offsets {
+            for (partition, next) in partitions {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
         }
         self.producer
             .send_offsets_to_transaction(&offsets, &metadata, CALL_WAIT)

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -38,6 +38,19 @@ fn finished(group: &str, topic: &str) -> i64 {
         .sum()
 }
 
+/// Waits (at most a minute) until `group` has committed `at_least` records
+/// of `topic`: eddy is under way, so what comes next strikes mid-work.
+fn wait_until_finished(group: &str, topic: &str, at_least: i64) {
+    let started = Instant::now();
+    while finished(group, topic) < at_least {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{at_least} records of {topic} were never committed"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn kill_9_mid_stream_repeats_nothing() {
     let (topic, out, group) = (unique("eos.kill"), unique("eos.kill.out"), unique("g"));
@@ -50,7 +63,7 @@ fn kill_9_mid_stream_repeats_nothing() {
         0..EVENTS,
         Duration::from_secs(8),
     );
-    thread::sleep(Duration::from_secs(4));
+    wait_until_finished(&group, &topic, 4_000);
     eddy.kill();
     // Offsets commit with their effects: what was committed when the kill
     // struck is what was done.
@@ -59,7 +72,6 @@ fn kill_9_mid_stream_repeats_nothing() {
         done > 0 && done < EVENTS as i64,
         "the kill came mid-stream: {done} of {EVENTS} events were committed by then"
     );
-    thread::sleep(Duration::from_secs(1));
     eddy.launch();
     let sent = producing.join().expect("producer");
     let verdict = verdict_of(&bootstrap(), &out, &sent);
@@ -101,7 +113,7 @@ fn a_dead_letter_is_written_once_across_a_kill() {
             producer.flush();
         })
     };
-    thread::sleep(Duration::from_secs(4));
+    wait_until_finished(&group, &topic, 800);
     eddy.kill();
     let done = finished(&group, &topic);
     assert!(
@@ -163,7 +175,7 @@ fn a_host_joining_and_one_killed_mid_stream_repeat_nothing() {
         0..EVENTS,
         Duration::from_secs(8),
     );
-    thread::sleep(Duration::from_secs(2));
+    wait_until_finished(&group, &topic, 3_000);
     let mut second =
         Eddy::start_with_env(&config, &plugins, &[("EDDY_TRANSACTIONAL_ID", &second_id)]);
     assert!(
@@ -175,7 +187,7 @@ fn a_host_joining_and_one_killed_mid_stream_repeat_nothing() {
         "log of the first:\n{}",
         first.log()
     );
-    thread::sleep(Duration::from_secs(2));
+    wait_until_finished(&group, &topic, 8_000);
     first.kill();
     let done = finished(&group, &topic);
     assert!(
@@ -222,7 +234,9 @@ fn a_paused_host_whose_partitions_moved_on_is_fenced() {
         0..EVENTS,
         Duration::from_secs(12),
     );
-    thread::sleep(Duration::from_millis(6500));
+    // Its first commit, then a second of records into the next transaction.
+    wait_until_finished(&group, &topic, 1);
+    thread::sleep(Duration::from_secs(1));
     // Paused mid-stream, with a transaction open; another host takes over.
     zombie.signal("STOP");
     let done = finished(&group, &topic);
@@ -240,7 +254,12 @@ fn a_paused_host_whose_partitions_moved_on_is_fenced() {
         "log of the heir:\n{}",
         heir.log()
     );
-    thread::sleep(Duration::from_secs(5));
+    // The heir gets on with the work before the zombie wakes.
+    assert!(
+        heir.wait_for_log("transaction committed", 3, Duration::from_secs(60)),
+        "log of the heir:\n{}",
+        heir.log()
+    );
     // Back from the pause, the zombie's transaction must not commit.
     zombie.signal("CONT");
     let sent = producing.join().expect("producer");

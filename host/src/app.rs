@@ -18,10 +18,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode};
@@ -245,16 +245,28 @@ async fn watch_swap(swap_on: CancellationToken) {
 
 /// Hands each fetched record to its partition's worker until `shutdown`.
 /// Fails if a worker ended on its own (its batch thread failed): the
-/// records it held were not stored, and a restart reads them again.
+/// records it held were not stored, and a restart reads them again. With
+/// exactly-once delivery, rewinds after an aborted transaction.
 async fn fetch(
     pipeline: &Arc<Pipeline>,
     workers: &Workers,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     tokio::pin!(shutdown);
+    let transactions = pipeline.transactions.as_deref();
+    let rewind_wanted = || async move {
+        match transactions {
+            Some(transactions) => transactions.rewind_wanted().await,
+            None => std::future::pending().await,
+        }
+    };
     loop {
         let message = tokio::select! {
             _ = &mut shutdown => return Ok(()),
+            () = rewind_wanted() => {
+                rewind(pipeline, workers, None).await;
+                continue;
+            }
             message = pipeline.consumer.recv() => message.map(|m| m.detach()),
         };
         let message = match message {
@@ -265,27 +277,120 @@ async fn fetch(
                 continue;
             }
         };
-        let sender = workers.sender(message.topic(), message.partition(), |start| {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        if transactions.is_some_and(Transactions::is_rewinding) {
+            // Not handed on: the partition is read again from here, or
+            // from before.
+            let held = (topic.to_string(), partition, offset);
+            rewind(pipeline, workers, Some(held)).await;
+            continue;
+        }
+        let sender = workers.sender(topic, partition, offset, |start| {
             tokio::spawn(Worker::run(pipeline.clone(), start));
         });
         let Some(sender) = sender else {
             tracing::debug!(
-                topic = message.topic(),
-                partition = message.partition(),
-                offset = message.offset(),
+                topic,
+                partition,
+                offset,
                 "record of a partition no longer assigned; its owner reads it"
             );
             continue;
         };
+        // From here on the record's worker has it, or had it: a rewind
+        // reads the partition again from the worker's first record or
+        // before.
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             sent = sender.send(message) => {
-                if sent.is_err() {
+                if sent.is_ok() {
+                    continue;
+                }
+                // A worker ends on its own when the transaction it wrote into
+                // is to be aborted: the rewind after the abort goes on.
+                if !transactions.is_some_and(Transactions::is_spoilt) {
                     anyhow::bail!("a partition worker stopped unexpectedly");
+                }
+                tokio::select! {
+                    _ = &mut shutdown => return Ok(()),
+                    () = rewind_wanted() => rewind(pipeline, workers, None).await,
                 }
             }
         }
     }
+}
+
+/// After an aborted transaction: stops every worker, seeks each partition
+/// that had one back to its last commit (or the worker's first record, if
+/// that is later), and `held`'s partition to `held`, a record fetched but
+/// handed to no worker; then begins the next transaction. The partitions'
+/// records are handled again; nothing of the aborted transaction was
+/// visible.
+async fn rewind(pipeline: &Pipeline, workers: &Workers, held: Option<(String, i32, i64)>) {
+    let Some(transactions) = pipeline.transactions.as_deref() else {
+        return;
+    };
+    if !transactions.is_rewinding() {
+        // Woken once more for a rewind already done.
+        return;
+    }
+    let mut targets: Vec<(String, i32, i64)> = workers
+        .stop_all()
+        .await
+        .into_iter()
+        .map(|(topic, partition, first)| {
+            let committed = transactions.committed(&topic, partition);
+            let at = committed.map_or(first, |committed| committed.max(first));
+            (topic, partition, at)
+        })
+        .collect();
+    if let Some(held) = held
+        && !targets.iter().any(|(t, p, _)| *t == held.0 && *p == held.1)
+    {
+        targets.push(held);
+    }
+    let mut seeks = TopicPartitionList::new();
+    for (topic, partition, at) in &targets {
+        if let Err(e) = seeks.add_partition_offset(topic, *partition, Offset::Offset(*at)) {
+            transactions.fail(format!(
+                "cannot rewind partition {partition} of {topic}: {e}"
+            ));
+            return;
+        }
+    }
+    let sought = tokio::task::block_in_place(|| {
+        pipeline
+            .consumer
+            .seek_partitions(seeks, Duration::from_secs(10))
+    });
+    let failed: Vec<String> = match sought {
+        Ok(sought) => sought
+            .elements()
+            .iter()
+            .filter_map(|e| match e.error() {
+                Ok(()) => None,
+                Err(error) => Some(format!(
+                    "partition {} of {}: {error}",
+                    e.partition(),
+                    e.topic()
+                )),
+            })
+            .collect(),
+        Err(e) => vec![e.to_string()],
+    };
+    if !failed.is_empty() {
+        transactions.fail(format!(
+            "cannot rewind after the aborted transaction ({}); eddy stops, and a restart \
+             handles the records again from the committed offsets",
+            failed.join("; ")
+        ));
+        return;
+    }
+    tracing::info!(
+        partitions = ?targets,
+        "rewound to the last commit: (topic, partition, offset read next)"
+    );
+    transactions.resume();
 }
 
 /// The start-up summary: what runs, in a few lines a person reads at a glance.

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -99,11 +99,11 @@ pub fn topic_for(configured: Option<&str>, topic: &str) -> String {
 /// topic will not take is left out, said so in a header: the original stays
 /// at its topic, partition and offset.
 ///
-/// `in_transaction`: the producer is transactional and the write is part
-/// of the open transaction, whose commit makes it durable; so it waits only
-/// until the producer takes the record. An error other than a full queue or
-/// a record too large then ends the write with `Cancelled`: the transaction
-/// cannot be committed.
+/// With [`Durability::InTransaction`] the write is part of the open
+/// transaction, whose commit makes it durable; so it waits only until the
+/// producer takes the record. An error other than a full queue or a record
+/// too large then ends the write with `Cancelled`: the transaction cannot be
+/// committed.
 pub async fn write(
     producer: &FutureProducer,
     token: &CancellationToken,
@@ -111,7 +111,7 @@ pub async fn write(
     topic: &str,
     error: &RecordError,
     attempts: u32,
-    in_transaction: bool,
+    durability: Durability<'_>,
 ) -> Result<(), Cancelled> {
     tracing::error!(
         attempts,
@@ -142,6 +142,22 @@ pub async fn write(
     // a header: the value, the key, the record's own headers.
     let (mut value, mut key, mut own_headers) = (record.payload(), record.key(), true);
     let mut omitted: Vec<(&str, String)> = Vec::new();
+    let (in_transaction, mut answers, omit) = match durability {
+        Durability::Acknowledged => (false, None, 0),
+        Durability::InTransaction { answers, omit } => (true, Some(answers), omit),
+    };
+    for _ in 0..omit {
+        if !leave_out(
+            record,
+            &at,
+            &mut value,
+            &mut key,
+            &mut own_headers,
+            &mut omitted,
+        ) {
+            break;
+        }
+    }
     loop {
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
             .headers(dead_letter_headers(record, own_headers, &ours, &omitted));
@@ -151,9 +167,12 @@ pub async fn write(
         if let Some(value) = value {
             out = out.payload(value);
         }
-        let sent = if in_transaction {
+        let sent = if let Some(answers) = answers.as_deref_mut() {
             match producer.send_result(out) {
-                Ok(_) => Ok(()),
+                Ok(answer) => {
+                    answers.push(answer);
+                    Ok(())
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     pause(token, QUEUE_FULL_WAIT).await?;
                     continue;
@@ -181,17 +200,16 @@ pub async fn write(
             ),
             Err(_) => false,
         };
-        if too_large && let Some(left_out) = value.take() {
-            omitted.push(("eddy-value-omitted", omission(left_out.len(), &at)));
-        } else if too_large && let Some(left_out) = key.take() {
-            omitted.push(("eddy-key-omitted", omission(left_out.len(), &at)));
-        } else if too_large && own_headers && record.headers().is_some() {
-            own_headers = false;
-            omitted.push((
-                "eddy-headers-omitted",
-                format!("too large for this topic; the originals are at {at}"),
-            ));
-        } else {
+        if !(too_large
+            && leave_out(
+                record,
+                &at,
+                &mut value,
+                &mut key,
+                &mut own_headers,
+                &mut omitted,
+            ))
+        {
             if in_transaction {
                 tracing::error!(
                     dead_letter_topic = topic,
@@ -218,6 +236,46 @@ pub async fn write(
             omitted.last().map_or("", |(name, _)| name)
         );
     }
+}
+
+/// How a dead letter is made durable.
+pub enum Durability<'a> {
+    /// Kafka's acknowledgement is awaited.
+    Acknowledged,
+    /// It is written into the open transaction. Its answer goes to
+    /// `answers`, and `omit` parts of the record are left out from the
+    /// start: a dead letter of this record was refused before.
+    InTransaction {
+        answers: &'a mut Vec<DeliveryFuture>,
+        omit: u32,
+    },
+}
+
+/// Leaves the next part of `record` out of its dead letter, in this order:
+/// the value, the key, the record's own headers; says so in `omitted`.
+/// `false` when nothing is left to leave out.
+fn leave_out<'r>(
+    record: &OwnedMessage,
+    at: &str,
+    value: &mut Option<&'r [u8]>,
+    key: &mut Option<&'r [u8]>,
+    own_headers: &mut bool,
+    omitted: &mut Vec<(&str, String)>,
+) -> bool {
+    if let Some(left_out) = value.take() {
+        omitted.push(("eddy-value-omitted", omission(left_out.len(), at)));
+    } else if let Some(left_out) = key.take() {
+        omitted.push(("eddy-key-omitted", omission(left_out.len(), at)));
+    } else if *own_headers && record.headers().is_some() {
+        *own_headers = false;
+        omitted.push((
+            "eddy-headers-omitted",
+            format!("too large for this topic; the originals are at {at}"),
+        ));
+    } else {
+        return false;
+    }
+    true
 }
 
 /// The `eddy-*-omitted` header's text.

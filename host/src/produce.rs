@@ -242,6 +242,56 @@ pub async fn acknowledged_by(sent: &mut [Sent], deadline: tokio::time::Instant) 
     true
 }
 
+/// The first follow-up of `sent`, written into a transaction, that the
+/// broker refused for good; waits (blocking the thread) until each was
+/// answered or `deadline` passed. Other errors are no refusal, and not
+/// logged: an aborted transaction's records are purged.
+pub fn refused_in_transaction(sent: &mut [Sent], deadline: std::time::Instant) -> Option<Refused> {
+    for one in sent.iter_mut() {
+        let Ack::Waiting(ack) = &mut one.ack else {
+            continue;
+        };
+        match answer(ack, deadline) {
+            Answer::Waiting => {}
+            Answer::Answered => one.ack = Ack::Done,
+            Answer::Refused(code) => {
+                tracing::error!(
+                    topic = %one.follow_up.topic,
+                    event_id = %OneLine(&one.follow_up.event_id),
+                    "follow-up refused by Kafka for good: {code:?}"
+                );
+                one.ack = Ack::Refused(format!("{code:?}"));
+            }
+        }
+    }
+    refusal(sent)
+}
+
+/// What Kafka answered for a record handed to the producer, so far.
+pub enum Answer {
+    Waiting,
+    /// Taken, or failed in a way producing again could cure.
+    Answered,
+    /// Refused for good.
+    Refused(RDKafkaErrorCode),
+}
+
+/// Kafka's answer for the record of `ack`, waiting (blocking the thread)
+/// until it comes or `deadline` passes. Once answered, `ack` is done: it is
+/// not to be asked again.
+pub fn answer(ack: &mut DeliveryFuture, deadline: std::time::Instant) -> Answer {
+    loop {
+        match ack.now_or_never() {
+            Some(Ok(Err((KafkaError::MessageProduction(code), _)))) if permanent(code) => {
+                return Answer::Refused(code);
+            }
+            Some(_) => return Answer::Answered,
+            None if std::time::Instant::now() >= deadline => return Answer::Waiting,
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
 /// Hands one follow-up to the producer, waiting for room while its queue is
 /// full and retrying with backoff what it refuses for now.
 async fn enqueue(

@@ -112,7 +112,7 @@ pub async fn finish(
             refused.get_or_insert(refusal(not_taken)?);
         }
         if let Some(refused) = refused {
-            dead_letter_refused(pipeline, token, record, snapshot, refused, 1, false).await?;
+            dead_letter_refused(pipeline, token, record, snapshot, refused, 1).await?;
         }
         let stopped = ran.stopped.unwrap_or_default();
         let mut first = stopped.failure;
@@ -239,7 +239,7 @@ async fn deliver(
                 if let Err(not_taken) = taken {
                     let refused = refusal(not_taken)?;
                     return dead_letter_refused(
-                        pipeline, token, record, snapshot, refused, attempt, false,
+                        pipeline, token, record, snapshot, refused, attempt,
                     )
                     .await;
                 }
@@ -294,7 +294,11 @@ async fn dead_letter(
         }
         None => {
             let producer = &pipeline.producer;
-            dead_letter::write(producer, token, record, &topic, &error, attempts, false).await
+            let durability = dead_letter::Durability::Acknowledged;
+            dead_letter::write(
+                producer, token, record, &topic, &error, attempts, durability,
+            )
+            .await
         }
     }
 }
@@ -316,8 +320,23 @@ pub async fn dead_letter_refused(
     snapshot: &Snapshot,
     refused: Refused,
     attempts: u32,
-    in_transaction: bool,
 ) -> Result<(), Cancelled> {
+    let (topic, error) = refused_dead_letter(record, snapshot, refused);
+    let producer = &pipeline.producer;
+    let durability = dead_letter::Durability::Acknowledged;
+    dead_letter::write(
+        producer, token, record, &topic, &error, attempts, durability,
+    )
+    .await
+}
+
+/// The dead-letter topic and error of `record` for the plugin whose
+/// follow-up Kafka refused for good.
+pub fn refused_dead_letter(
+    record: &OwnedMessage,
+    snapshot: &Snapshot,
+    refused: Refused,
+) -> (String, RecordError) {
     let topic = snapshot
         .settings(&refused.plugin)
         .dead_letter_topic_for(record.topic());
@@ -328,15 +347,5 @@ pub async fn dead_letter_refused(
         },
         plugin: refused.plugin,
     };
-    let producer = &pipeline.producer;
-    dead_letter::write(
-        producer,
-        token,
-        record,
-        &topic,
-        &error,
-        attempts,
-        in_transaction,
-    )
-    .await
+    (topic, error)
 }

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use crate::failures::{stream, tagger_config, verdict_of};
 use crate::harness::{
-    Eddy, PluginFile, TestBroker, bootstrap, committed, create_topics, dead_letters, producer_for,
-    read_to_end, seed_event, unique,
+    Eddy, PluginFile, TestBroker, bootstrap, committed, create_topics, create_topics_with,
+    dead_letters, producer_for, read_to_end, seed_event, unique,
 };
 
 const EVENTS: usize = 20_000;
@@ -296,11 +296,25 @@ fn a_broker_outage_mid_stream_loses_and_repeats_nothing() {
     let brokers = broker.bootstrap();
     let (topic, out) = (unique("eos.broker"), unique("eos.broker.out"));
     crate::harness::create_topics_on(&brokers, &[&topic, &out], 3);
+    // eddy starts while the broker is away: it waits for it.
+    broker.stop();
     let config = exactly_once_config(&unique("g"), &topic, &out);
     let mut eddy = Eddy::start_with_env(
         &config,
         &[PluginFile::Test("tagger")],
         &[("KAFKA_BOOTSTRAP_SERVERS", &brokers)],
+    );
+    assert!(
+        eddy.wait_for_log("the brokers do not answer yet", 1, Duration::from_secs(30)),
+        "log:\n{}",
+        eddy.log()
+    );
+    assert!(eddy.is_running(), "log:\n{}", eddy.log());
+    broker.restart();
+    assert!(
+        eddy.wait_for_log("transactions started", 1, Duration::from_secs(60)),
+        "log:\n{}",
+        eddy.log()
     );
     // Half the stream, then the broker goes away for 5 s, then the rest.
     let mut sent = stream(
@@ -330,29 +344,105 @@ fn a_broker_outage_mid_stream_loses_and_repeats_nothing() {
         .join()
         .expect("producer"),
     );
-    // A transaction that fails across the outage is aborted and eddy stops
-    // (it does not rewind in the process yet); restarted, as a supervisor
-    // would, it handles those records again.
-    thread::sleep(Duration::from_secs(2));
-    let stopped = !eddy.is_running();
-    if stopped {
-        let log = eddy.log();
-        assert!(log.contains("was aborted"), "eddy stopped, but why?\n{log}");
-        eddy.restart_stopped();
-    }
     let verdict = verdict_of(&brokers, &out, &sent);
+    // A transaction that failed across the outage was aborted, and eddy
+    // read its records again in the same process.
+    let aborted = eddy.log().matches("was aborted").count();
     println!(
-        "exactly-once, broker stopped for 5 s mid-stream{}: {verdict}",
-        if stopped {
-            " (a transaction aborted; eddy restarted)"
-        } else {
-            ""
-        }
+        "exactly-once, eddy started before the broker, then the broker stopped for 5 s \
+         mid-stream ({aborted} transactions aborted and rewound): {verdict}"
     );
     assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
     assert!(verdict.duplicated.is_empty(), "{verdict}");
     assert!(verdict.out_of_order.is_empty(), "{verdict}");
     assert!(eddy.is_running(), "log:\n{}", eddy.log());
+    eddy.stop();
+}
+
+#[test]
+fn a_follow_up_the_broker_refuses_is_dead_lettered_and_eddy_goes_on() {
+    let (topic, out, group) = (
+        unique("eos.refused"),
+        unique("eos.refused.out"),
+        unique("g"),
+    );
+    create_topics(&[&topic], 3);
+    // The answers' topic takes batches of up to 64 KiB, and eddy's producer
+    // batches up to 16 KiB: only a follow-up padded to 100 kB is refused,
+    // by the broker, when the transaction holding it commits.
+    create_topics_with(&bootstrap(), &[&out], 3, &[("max.message.bytes", "65536")]);
+    let config = exactly_once_config(&group, &topic, &out).replace(
+        "[plugins]\n",
+        "[kafka.producer]\n\"batch.size\" = \"16384\"\n\n[plugins]\n",
+    );
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    // 2,000 events over 4 s; every hundredth asks for a padded answer.
+    const TOTAL: usize = 2_000;
+    let producer = producer_for(&bootstrap());
+    for n in 0..TOTAL {
+        let key = format!("key-{}", n % 64);
+        let data = if n % 100 == 50 {
+            json!({"seq": n, "pad": 100_000})
+        } else {
+            json!({"seq": n})
+        };
+        let id = format!("refused-{n}");
+        producer.send_json(&topic, &key, &seed_event(&id, "load.event", &key, data));
+        if n % 100 == 99 {
+            producer.flush();
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    producer.flush();
+    let dead = dead_letters(&topic, TOTAL / 100);
+    let mut dead_ids: Vec<String> = dead
+        .iter()
+        .map(|letter| {
+            assert!(
+                letter.header("eddy-error").starts_with("follow-up-refused"),
+                "{:?}",
+                letter.headers
+            );
+            letter.json()["event_id"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    dead_ids.sort();
+    let mut padded: Vec<String> = (0..TOTAL)
+        .filter(|n| n % 100 == 50)
+        .map(|n| format!("refused-{n}"))
+        .collect();
+    padded.sort();
+    assert_eq!(dead_ids, padded, "log:\n{}", eddy.log());
+    // Every other event was answered exactly once; no padded answer is
+    // visible.
+    let answers = read_to_end(&[&out], |_| true);
+    let mut causes: HashMap<String, usize> = HashMap::new();
+    for answer in &answers {
+        let cause = answer.json()["causation_id"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        *causes.entry(cause).or_default() += 1;
+    }
+    assert_eq!(causes.len(), TOTAL - TOTAL / 100, "log:\n{}", eddy.log());
+    assert!(
+        causes.values().all(|n| *n == 1),
+        "an event was answered twice"
+    );
+    assert!(padded.iter().all(|id| !causes.contains_key(id)));
+    // The refusals aborted transactions, and eddy rewound in the process.
+    let log = eddy.log();
+    assert!(log.contains("was aborted"), "log:\n{log}");
+    assert!(log.contains("rewound to the last commit"), "log:\n{log}");
+    println!(
+        "exactly-once, {} follow-ups refused by the broker: {} transactions aborted and \
+         rewound, {} dead letters, {} answers",
+        padded.len(),
+        log.matches("was aborted").count(),
+        dead.len(),
+        answers.len()
+    );
+    assert!(eddy.is_running(), "log:\n{log}");
     eddy.stop();
 }
 

@@ -568,13 +568,6 @@ impl Eddy {
         assert!(sent.success(), "kill -{signal} failed");
     }
 
-    /// Starts eddy again after it stopped by itself, as a supervisor would.
-    pub fn restart_stopped(&mut self) {
-        assert!(!self.is_running(), "eddy is still running");
-        self.child = None;
-        self.launch();
-    }
-
     /// SIGKILL: no chance to finish or commit anything.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("eddy is not running");

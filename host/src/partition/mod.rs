@@ -103,6 +103,8 @@ pub struct Start {
 }
 
 struct Slot {
+    /// The offset of the first record the worker was given.
+    first: i64,
     sender: mpsc::Sender<OwnedMessage>,
     cancel: CancellationToken,
     ended: CancellationToken,
@@ -156,12 +158,14 @@ impl Workers {
     }
 
     /// The queue of `topic`/`partition`'s worker, started with `spawn` if
-    /// there is none; `None` if the partition is not assigned here (a
-    /// record fetched before a revoke: its owner reads it again).
+    /// there is none (`offset` is then its first record's); `None` if the
+    /// partition is not assigned here (a record fetched before a revoke: its
+    /// owner reads it again).
     pub fn sender(
         &self,
         topic: &str,
         partition: i32,
+        offset: i64,
         spawn: impl FnOnce(Start),
     ) -> Option<mpsc::Sender<OwnedMessage>> {
         let mut registry = self.registry();
@@ -181,6 +185,7 @@ impl Workers {
             .filter(|ended| !ended.is_cancelled());
         let (sender, records) = mpsc::channel(PARTITION_QUEUE);
         let slot = Slot {
+            first: offset,
             sender: sender.clone(),
             cancel: self.shutdown.child_token(),
             ended: CancellationToken::new(),
@@ -236,6 +241,53 @@ impl Workers {
                 registry.retiring.insert(at, slot.ended);
             }
         }
+    }
+
+    /// Stops every worker, for a rewind: waits (at most [`REVOKE_WAIT`])
+    /// until each has ended; one still running then loses its lease, and
+    /// the partition's next worker waits for it. The partitions stay
+    /// assigned. Gives back each partition that had a worker, with the
+    /// offset of the worker's first record: nothing before it was read here
+    /// since the last commit, or since the partition came.
+    pub async fn stop_all(&self) -> Vec<(String, i32, i64)> {
+        let stopped: Vec<((String, i32), Slot)> = self
+            .registry()
+            .live
+            .drain()
+            .flat_map(|(topic, slots)| {
+                slots
+                    .into_iter()
+                    .map(move |(partition, slot)| ((topic.clone(), partition), slot))
+            })
+            .collect();
+        for (_, slot) in &stopped {
+            slot.cancel.cancel();
+        }
+        let ends = async {
+            for (_, slot) in &stopped {
+                slot.ended.cancelled().await;
+            }
+        };
+        if tokio::time::timeout(self.revoke_wait, ends).await.is_err() {
+            tracing::warn!(
+                "a partition's worker was still running {:?} after the rewind began; it \
+                 writes nothing from now on",
+                self.revoke_wait
+            );
+        }
+        let mut registry = self.registry();
+        stopped
+            .into_iter()
+            .map(|((topic, partition), slot)| {
+                slot.lease.expire();
+                if !slot.ended.is_cancelled() {
+                    registry
+                        .retiring
+                        .insert((topic.clone(), partition), slot.ended);
+                }
+                (topic, partition, slot.first)
+            })
+            .collect()
     }
 
     /// Waits, at most `revoke_wait`, until every revoked worker has ended.
@@ -295,7 +347,7 @@ mod tests {
 
     fn start(workers: &Workers, started: &Started, topic: &str, partition: i32) -> bool {
         workers
-            .sender(topic, partition, |start| {
+            .sender(topic, partition, 0, |start| {
                 started.lock().unwrap().push(start)
             })
             .is_some()
@@ -368,6 +420,48 @@ mod tests {
         first.ended.cancel();
         assert!(previous.is_cancelled(), "and starts once it has ended");
         assert_eq!(workers.drain().len(), 1, "the second worker");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rewind_stops_every_worker_and_keeps_the_partitions() {
+        let (workers, started) = workers(Duration::from_millis(100));
+        let at = vec![("t".to_string(), 0), ("t".to_string(), 1)];
+        workers.assign(&at);
+        let record = |partition, offset| {
+            workers.sender("t", partition, offset, |start| {
+                started.lock().unwrap().push(start)
+            })
+        };
+        assert!(record(0, 40).is_some());
+        assert!(record(0, 41).is_some(), "the same worker");
+        assert!(record(1, 7).is_some());
+        let (first, second) = {
+            let mut started = started.lock().unwrap();
+            (started.remove(0), started.remove(0))
+        };
+        // The first ends when told to; the second keeps running.
+        let (cancel, ended) = (first.cancel.clone(), first.ended.clone());
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            ended.cancel();
+        });
+        let mut stopped = workers.stop_all().await;
+        stopped.sort();
+        assert_eq!(
+            stopped,
+            vec![("t".to_string(), 0, 40), ("t".to_string(), 1, 7)],
+            "each partition with the offset its worker began at"
+        );
+        assert!(first.cancel.is_cancelled() && second.cancel.is_cancelled());
+        assert!(!first.lease.is_held() && !second.lease.is_held());
+        // Still assigned: the next record starts a new worker, which waits
+        // for the one still running.
+        assert!(record(1, 7).is_some());
+        let third = started.lock().unwrap().remove(0);
+        assert!(third.previous.is_some_and(|p| !p.is_cancelled()));
+        assert!(record(0, 40).is_some());
+        let fourth = started.lock().unwrap().remove(0);
+        assert!(fourth.previous.is_none(), "the first had ended");
     }
 
     #[tokio::test]

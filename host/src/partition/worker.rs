@@ -29,10 +29,10 @@ use super::{Cancelled, Lease, Ledger, Start};
 use crate::app::Pipeline;
 use crate::dead_letter;
 use crate::dispatch::{self, Instances, Ran};
-use crate::produce::{self, Acks, NotTaken, Sent};
+use crate::produce::{self, Acks, NotTaken, Refused, Sent};
 use crate::reload::Snapshot;
 use crate::retry::{self, Effect};
-use crate::transaction::Transactions;
+use crate::transaction::{InTransaction, Poison, Position, Transactions, Written};
 
 /// Records run per hop to a blocking thread.
 const BATCH: usize = 256;
@@ -45,6 +45,8 @@ const DRAIN_WAIT: Duration = Duration::from_secs(10);
 pub struct Worker {
     pipeline: Arc<Pipeline>,
     topic: String,
+    /// The topic again, for what is kept per record in a transaction.
+    shared_topic: Arc<str>,
     partition: i32,
     token: CancellationToken,
     lease: Lease,
@@ -83,6 +85,7 @@ impl Worker {
         tracing::info!(worker = id, topic, partition, "partition worker started");
         let mut worker = Worker {
             pipeline,
+            shared_topic: Arc::from(topic.as_str()),
             topic,
             partition,
             token: start.cancel,
@@ -225,16 +228,9 @@ impl Worker {
     /// or goes the slow way.
     async fn finish(&mut self, ran: Ran, snapshot: &Snapshot) -> Result<(), Cancelled> {
         if let Some(transactions) = self.pipeline.transactions.clone() {
-            let finished = self
+            return self
                 .finish_in_transaction(&transactions, ran, snapshot)
                 .await;
-            if finished.is_err() && !self.token.is_cancelled() {
-                transactions.fail(format!(
-                    "partition {} of {}: a record's effects could not join the transaction",
-                    self.partition, self.topic
-                ));
-            }
-            return finished;
         }
         let offset = ran.record.offset();
         if ran.finished() {
@@ -264,10 +260,8 @@ impl Worker {
                     // What came before is settled first, as on the slow way.
                     self.settle_all().await?;
                     let (pipeline, token) = (&self.pipeline, &self.token);
-                    retry::dead_letter_refused(
-                        pipeline, token, &record, snapshot, refused, 1, false,
-                    )
-                    .await?;
+                    retry::dead_letter_refused(pipeline, token, &record, snapshot, refused, 1)
+                        .await?;
                     self.ledger.complete(offset);
                 }
             }
@@ -294,14 +288,15 @@ impl Worker {
     /// plugins published, or its dead letters, are written into the open
     /// transaction together with the partition's offset after it, all at
     /// once. A retry waits outside the transaction; nothing is written until
-    /// the record's fate is settled.
+    /// the record's fate is settled. If a write fails, the transaction is
+    /// doomed: it is aborted and eddy rewinds (this worker ends).
     async fn finish_in_transaction(
         &mut self,
         transactions: &Transactions,
         ran: Ran,
         snapshot: &Snapshot,
     ) -> Result<(), Cancelled> {
-        let (record, effects) = if ran.finished() {
+        let (record, mut effects) = if ran.finished() {
             let effects = ran
                 .handled
                 .into_iter()
@@ -318,45 +313,55 @@ impl Worker {
             retry::finish(&self.pipeline, &self.token, ran, snapshot, &mut deferred).await?;
             (record, deferred.unwrap_or_default())
         };
-        let held = transactions.enter(&self.token, &self.lease).await?;
-        let (pipeline, token) = (&self.pipeline, held.token());
-        for effect in effects {
-            match effect {
-                Effect::FollowUps {
-                    plugin,
-                    follow_ups,
-                    attempts,
-                } => {
-                    let mut sent = Vec::new();
-                    let producer = &pipeline.producer;
-                    match produce::produce(producer, token, &record, &plugin, follow_ups, &mut sent)
-                        .await
-                    {
-                        Ok(()) => {}
-                        Err(NotTaken::Cancelled) => return Err(Cancelled),
-                        Err(NotTaken::Broken(reason)) => return Err(self.broken(&reason)),
-                        Err(NotTaken::Refused(refused)) => {
-                            retry::dead_letter_refused(
-                                pipeline, token, &record, snapshot, refused, attempts, true,
-                            )
-                            .await?;
-                        }
-                    }
-                }
-                Effect::DeadLetter {
-                    topic,
-                    error,
-                    attempts,
-                } => {
-                    let producer = &pipeline.producer;
-                    dead_letter::write(producer, token, &record, &topic, &error, attempts, true)
-                        .await?;
-                }
+        // What an aborted transaction showed about this record.
+        let poison = transactions.poison(&self.topic, self.partition, record.offset());
+        let mut omit = 0;
+        if let Some(poison) = poison {
+            if let Some(refused) = poison.refused {
+                dead_letter_instead(&mut effects, &record, snapshot, refused);
             }
+            omit = poison.dead_letter_failures;
+            if omit > 0 {
+                tracing::warn!(
+                    topic = self.topic,
+                    partition = self.partition,
+                    offset = record.offset(),
+                    "the record's dead letter was not written last time; trying again, \
+                     smaller, in {:?}",
+                    retry::backoff(omit)
+                );
+                super::pause(&self.token, retry::backoff(omit)).await?;
+            }
+        }
+        let held = transactions.enter(&self.token, &self.lease).await?;
+        let mut written = Written::new(Position {
+            topic: self.shared_topic.clone(),
+            partition: self.partition,
+            offset: record.offset(),
+        });
+        let pipeline = &self.pipeline;
+        if let Err(spoilt) = write_effects(
+            pipeline,
+            &held,
+            &record,
+            effects,
+            omit,
+            &mut written,
+            snapshot,
+        )
+        .await
+        {
+            if !held.token().is_cancelled() {
+                held.doom(
+                    format!("partition {} of {}: {spoilt}", self.partition, self.topic),
+                    spoilt.poison(written.at),
+                );
+            }
+            return Err(Cancelled);
         }
         self.ledger.complete(record.offset());
         if let Some(next) = self.ledger.next_to_store() {
-            held.stage(&self.topic, self.partition, next, 1);
+            held.stage(&self.topic, self.partition, next, 1, written);
         }
         Ok(())
     }
@@ -383,8 +388,7 @@ impl Worker {
             Err(NotTaken::Refused(refused)) => {
                 let snapshot = pipeline.state.load_full();
                 let record = &oldest.record;
-                retry::dead_letter_refused(pipeline, token, record, &snapshot, refused, 1, false)
-                    .await?;
+                retry::dead_letter_refused(pipeline, token, record, &snapshot, refused, 1).await?;
             }
         }
         if let Some(done) = self.in_flight.pop_front() {
@@ -462,4 +466,120 @@ impl Worker {
             }
         });
     }
+}
+
+/// Writes `effects` into the transaction `held`, keeping the answers in
+/// `written`.
+async fn write_effects(
+    pipeline: &Pipeline,
+    held: &InTransaction<'_>,
+    record: &OwnedMessage,
+    effects: Vec<Effect>,
+    omit: u32,
+    written: &mut Written,
+    snapshot: &Snapshot,
+) -> Result<(), Spoilt> {
+    let (producer, token) = (&pipeline.producer, held.token());
+    for effect in effects {
+        let (topic, error, attempts) = match effect {
+            Effect::FollowUps {
+                plugin,
+                follow_ups,
+                attempts,
+            } => {
+                let sent = &mut written.follow_ups;
+                match produce::produce(producer, token, record, &plugin, follow_ups, sent).await {
+                    Ok(()) => continue,
+                    Err(NotTaken::Cancelled) => return Err(Spoilt::Stopped),
+                    Err(NotTaken::Broken(reason)) => return Err(Spoilt::Producer(reason)),
+                    // Refused as it was handed over: a dead letter
+                    // instead, in the same transaction.
+                    Err(NotTaken::Refused(refused)) => {
+                        let (topic, error) = retry::refused_dead_letter(record, snapshot, refused);
+                        (topic, error, attempts)
+                    }
+                }
+            }
+            Effect::DeadLetter {
+                topic,
+                error,
+                attempts,
+            } => (topic, error, attempts),
+        };
+        let durability = dead_letter::Durability::InTransaction {
+            answers: &mut written.dead_letters,
+            omit,
+        };
+        dead_letter::write(
+            producer, token, record, &topic, &error, attempts, durability,
+        )
+        .await
+        .map_err(|Cancelled| Spoilt::DeadLetter(topic))?;
+    }
+    Ok(())
+}
+
+/// Why a record's effects could not all be written into the transaction.
+enum Spoilt {
+    /// Transactions failed meanwhile.
+    Stopped,
+    /// The producer takes nothing more into this transaction.
+    Producer(String),
+    /// The dead letter to this topic could not join the transaction.
+    DeadLetter(String),
+}
+
+impl Spoilt {
+    /// What the record's next pass is to know.
+    fn poison(&self, at: Position) -> Option<(Position, Poison)> {
+        match self {
+            Spoilt::DeadLetter(_) => Some((
+                at,
+                Poison {
+                    refused: None,
+                    dead_letter_failures: 1,
+                },
+            )),
+            Spoilt::Stopped | Spoilt::Producer(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Spoilt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Spoilt::Stopped => write!(f, "transactions stopped"),
+            Spoilt::Producer(reason) => {
+                write!(f, "a follow-up could not join the transaction: {reason}")
+            }
+            Spoilt::DeadLetter(topic) => {
+                write!(f, "a dead letter to {topic} could not join the transaction")
+            }
+        }
+    }
+}
+
+/// Replaces the follow-ups of the plugin `refused` names by its dead
+/// letter: the broker refused one of them for good when this record was
+/// handled before.
+fn dead_letter_instead(
+    effects: &mut [Effect],
+    record: &OwnedMessage,
+    snapshot: &Snapshot,
+    refused: Refused,
+) {
+    let Some(effect) = effects.iter_mut().find(
+        |effect| matches!(effect, Effect::FollowUps { plugin, .. } if plugin.name == refused.plugin),
+    ) else {
+        return;
+    };
+    let Effect::FollowUps { attempts, .. } = *effect else {
+        return;
+    };
+    let (topic, error) = retry::refused_dead_letter(record, snapshot, refused);
+    *effect = Effect::DeadLetter {
+        topic,
+        error,
+        attempts,
+    };
 }

@@ -1,7 +1,9 @@
 //! Answers every event with one `tagged` follow-up on the `out_topic` config
 //! value, saying which build of the plugin handled it and passing on the
 //! event's `data.seq`. An event with `data.fail_attempts = n` is asked to be
-//! retried on its first n attempts (a slow record, for revocation tests).
+//! retried on its first n attempts (a slow record, for revocation tests);
+//! one with `data.pad = n` gets n bytes of padding in its follow-up (one
+//! larger than a topic takes).
 
 use eddy_sdk::{Delivery, Event, HandlerError, Value, json};
 
@@ -24,10 +26,12 @@ fn handle(event: Event, delivery: Delivery) -> Result<(), HandlerError> {
             delivery.attempt
         )));
     }
+    let pad = data["pad"].as_u64().unwrap_or(0) as usize;
     let tagged = Event::new("tagged").with_json(json!({
         "tag": TAG,
         "seq": data["seq"],
         "of": event.event_type,
+        "pad": "p".repeat(pad),
     }));
     eddy_sdk::publish(&out, event.aggregate_id.as_deref(), &tagged)?;
     Ok(())

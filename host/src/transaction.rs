@@ -257,7 +257,8 @@ impl Transactions {
                     tracing::warn!(
                         transactional_id = id,
                         "exactly-once: the brokers do not answer yet ({e}); still waiting \
-                         after {}s",
+                         after {}s (transactions need Kafka 2.5 or later, with at least \
+                         transaction.state.log.min.isr brokers up)",
                         waited.as_secs()
                     );
                 }

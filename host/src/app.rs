@@ -25,7 +25,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode};
-use crate::kafka::{self, EddyContext};
+use crate::kafka::{self, ConsumeErrors, EddyContext};
 use crate::partition::{Worker, Workers};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Runtime, SlotReset};
@@ -45,6 +45,8 @@ pub struct Pipeline {
     pub consumer: StreamConsumer<EddyContext>,
     /// With exactly-once delivery, the transactions records are written in.
     pub transactions: Option<Arc<Transactions>>,
+    /// What the consumer handed back instead of records.
+    consume_errors: ConsumeErrors,
     /// Cancelled when eddy begins stopping.
     shutdown: CancellationToken,
 }
@@ -144,6 +146,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         producer,
         consumer,
         transactions: transactions.clone(),
+        consume_errors: ConsumeErrors::default(),
         shutdown: stopping.clone(),
     });
     let committer = transactions.clone().map(|transactions| {
@@ -272,7 +275,7 @@ async fn fetch(
         let message = match message {
             Ok(message) => message,
             Err(e) => {
-                tracing::warn!("Kafka consumer: {e}");
+                pipeline.consume_errors.record(&e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -457,6 +460,7 @@ impl Pipeline {
         if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(2)) {
             reasons.push(format!("the Kafka brokers do not answer: {e}"));
         }
+        reasons.extend(self.consume_errors.recent());
         match self.consumer.assignment() {
             Ok(assignment) if assignment.count() > 0 => {}
             Ok(_) => reasons.push("no partitions assigned yet".to_string()),

@@ -2,7 +2,9 @@
 //! (consumer-lag gauges from statistics; a rebalance hands partitions to
 //! and takes them from the workers).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -90,6 +92,101 @@ pub fn commit<C: ConsumerContext>(consumer: &impl Consumer<C>, when: &str) {
     match consumer.commit_consumer_state(CommitMode::Sync) {
         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
         Err(e) => tracing::error!("offset commit {when} failed: {e}"),
+    }
+}
+
+/// How often an error the consumer keeps handing back is logged again.
+const ERROR_REPEAT_LOG: Duration = Duration::from_secs(60);
+/// How long after the last of an error `/readyz` still shows it.
+const ERROR_RECENT: Duration = Duration::from_secs(30);
+
+/// Errors the consumer hands back instead of records (a batch it cannot
+/// decode, a broker it cannot reach), reported without a flood: each
+/// distinct error is logged when it first comes, then at most once a
+/// minute with how often it came; counted by code; and shown by `/readyz`
+/// while it keeps coming.
+#[derive(Default)]
+pub struct ConsumeErrors {
+    seen: Mutex<HashMap<String, Seen>>,
+}
+
+struct Seen {
+    last: Instant,
+    logged: Instant,
+    since_logged: u64,
+}
+
+impl ConsumeErrors {
+    pub fn record(&self, error: &KafkaError) {
+        let text = error.to_string();
+        let code = error
+            .rdkafka_error_code()
+            .map_or_else(|| "other".to_string(), |code| format!("{code:?}"));
+        metrics::consumer_error(code);
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get_mut(&text) {
+            None => {
+                tracing::error!(
+                    "Kafka consumer: {text}; {}; said again at most once a minute",
+                    advice(error)
+                );
+                seen.insert(
+                    text,
+                    Seen {
+                        last: now,
+                        logged: now,
+                        since_logged: 0,
+                    },
+                );
+            }
+            Some(known) => {
+                known.last = now;
+                known.since_logged += 1;
+                if now.duration_since(known.logged) >= ERROR_REPEAT_LOG {
+                    tracing::error!(
+                        "Kafka consumer: {text}, {} times more in the last {}s",
+                        known.since_logged,
+                        now.duration_since(known.logged).as_secs()
+                    );
+                    known.logged = now;
+                    known.since_logged = 0;
+                }
+            }
+        }
+    }
+
+    /// The errors that came in the last [`ERROR_RECENT`], for `/readyz`.
+    pub fn recent(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recent: Vec<String> = seen
+            .iter()
+            .filter(|(_, seen)| seen.last.elapsed() < ERROR_RECENT)
+            .map(|(text, _)| format!("the Kafka consumer reports: {text}"))
+            .collect();
+        recent.sort();
+        recent
+    }
+}
+
+/// What to do about a consumer error, in a few words.
+fn advice(error: &KafkaError) -> &'static str {
+    use RDKafkaErrorCode::*;
+    match error.rdkafka_error_code() {
+        Some(BadCompression | NotImplemented | BadMessage | InvalidRecord | InvalidMessage) => {
+            "a record batch cannot be decoded (a codec this build lacks, or a corrupt batch): \
+             its partition does not advance; look for librdkafka's log line naming the \
+             partition and offset"
+        }
+        Some(
+            SSL
+            | Authentication
+            | SaslAuthenticationFailed
+            | TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed,
+        ) => "the cluster refuses eddy's credentials or certificates: check [kafka.security]",
+        _ => "eddy keeps trying",
     }
 }
 

@@ -17,6 +17,7 @@
 //! | `eddy_plugins_loaded` | — |
 //! | `eddy_transactions_total` (exactly-once) | outcome (committed, aborted) |
 //! | `eddy_transaction_duration_seconds` (offsets sent to committed) | — |
+//! | `eddy_consumer_errors_total` (what the consumer handed back instead of records) | code |
 
 use std::sync::OnceLock;
 
@@ -155,4 +156,8 @@ pub fn plugins_loaded(count: usize) {
 pub fn transaction(outcome: &'static str, took: std::time::Duration) {
     counter!("eddy_transactions_total", "outcome" => outcome).increment(1);
     histogram!("eddy_transaction_duration_seconds").record(took.as_secs_f64());
+}
+
+pub fn consumer_error(code: String) {
+    counter!("eddy_consumer_errors_total", "code" => code).increment(1);
 }

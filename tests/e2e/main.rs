@@ -14,6 +14,7 @@
 
 mod check;
 mod checker;
+mod clusters;
 mod delivery;
 mod exactly_once;
 mod failures;

@@ -45,8 +45,9 @@ pub struct Pipeline {
     pub consumer: StreamConsumer<EddyContext>,
     /// With exactly-once delivery, the transactions records are written in.
     pub transactions: Option<Arc<Transactions>>,
-    /// What the consumer handed back instead of records.
-    consume_errors: ConsumeErrors,
+    /// What the consumer handed back instead of records, and what its
+    /// client reported.
+    consume_errors: Arc<ConsumeErrors>,
     /// Cancelled when eddy begins stopping.
     shutdown: CancellationToken,
 }
@@ -98,10 +99,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => stopping.clone(),
     };
     let workers = Arc::new(Workers::new(workers_parent));
+    let consume_errors = Arc::new(ConsumeErrors::default());
     let consumer: StreamConsumer<EddyContext> = kafka::consumer_config(&config.kafka)
         .create_with_context(EddyContext {
             workers: workers.clone(),
             transactions: transactions.clone(),
+            errors: consume_errors.clone(),
         })
         .map_err(kafka::redacted)
         .context("cannot create the Kafka consumer")?;
@@ -146,7 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         producer,
         consumer,
         transactions: transactions.clone(),
-        consume_errors: ConsumeErrors::default(),
+        consume_errors: consume_errors.clone(),
         shutdown: stopping.clone(),
     });
     let committer = transactions.clone().map(|transactions| {
@@ -275,7 +278,7 @@ async fn fetch(
         let message = match message {
             Ok(message) => message,
             Err(e) => {
-                pipeline.consume_errors.record(&e);
+                pipeline.consume_errors.record(&e, None);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -400,11 +403,12 @@ async fn rewind(pipeline: &Pipeline, workers: &Workers, held: Option<(String, i3
 fn log_summary(snapshot: &Snapshot, http: &str) {
     let config = &snapshot.config;
     tracing::info!(
-        "eddy {} consuming {:?} as group {:?} from {}",
+        "eddy {} consuming {:?} as group {:?} from {} ({})",
         env!("CARGO_PKG_VERSION"),
         config.topics(),
         config.kafka.group_id,
-        config.kafka.bootstrap_servers
+        config.kafka.bootstrap_servers,
+        config.kafka.security.summary()
     );
     let plugins: Vec<String> = snapshot
         .plugins

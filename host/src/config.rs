@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::security::SecurityConfig;
+
 /// Largest `memory_mb` a plugin may ask for; also the pooling allocator's slot size.
 pub const MAX_MEMORY_MB: u64 = 1024;
 
@@ -65,6 +67,9 @@ pub struct KafkaConfig {
     /// milliseconds (sooner once 10,000 records are in it). Default 100.
     #[serde(default = "default_transaction_ms")]
     pub transaction_ms: u64,
+    /// TLS and SASL, for every Kafka client eddy makes.
+    #[serde(default)]
+    pub security: SecurityConfig,
 }
 
 /// What a consumer of eddy's output may count on.
@@ -377,6 +382,9 @@ impl Config {
             ));
         }
         problems.extend(self.env_problems.iter().cloned());
+        if let Err(security) = kafka.security.resolve() {
+            problems.extend(security);
+        }
         if kafka.delivery == DeliveryMode::ExactlyOnce {
             problems.extend(exactly_once_problems(kafka));
         }

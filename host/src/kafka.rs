@@ -38,6 +38,7 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         // flowing.
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000");
+    secure(&mut config, kafka);
     if kafka.delivery == DeliveryMode::ExactlyOnce {
         // Offsets are committed in the transactions; follow-ups of aborted
         // transactions (eddy's or anyone's) are never read.
@@ -60,6 +61,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         // Workers produce a batch's follow-ups together and await the
         // acknowledgements after: lingering would only add latency.
         .set("linger.ms", "0");
+    secure(&mut config, kafka);
     if kafka.delivery == DeliveryMode::ExactlyOnce {
         config.set("transactional.id", kafka.transactional_id());
     }
@@ -67,6 +69,21 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         config.set(name, value);
     }
     config
+}
+
+/// Applies `[kafka.security]`. What cannot be resolved was refused before
+/// any client is made ([`crate::config::Config::problems`]); if it went
+/// wrong since (a variable unset meanwhile), the client connects without
+/// it and the brokers refuse it, which `/readyz` shows.
+fn secure(config: &mut ClientConfig, kafka: &KafkaConfig) {
+    match kafka.security.resolve() {
+        Ok(settings) => {
+            for (name, value) in settings {
+                config.set(name, value);
+            }
+        }
+        Err(problems) => tracing::error!("[kafka.security]: {}", problems.join("; ")),
+    }
 }
 
 /// `error`, with the value of a setting that may be a secret left out:
@@ -100,40 +117,61 @@ const ERROR_REPEAT_LOG: Duration = Duration::from_secs(60);
 /// How long after the last of an error `/readyz` still shows it.
 const ERROR_RECENT: Duration = Duration::from_secs(30);
 
-/// Errors the consumer hands back instead of records (a batch it cannot
-/// decode, a broker it cannot reach), reported without a flood: each
-/// distinct error is logged when it first comes, then at most once a
-/// minute with how often it came; counted by code; and shown by `/readyz`
-/// while it keeps coming.
+/// Errors of the consumer: what it hands back instead of records (a batch
+/// it cannot decode) and what its client reports (brokers it cannot reach,
+/// credentials or certificates refused). Reported without a flood: each
+/// kind of error is logged when it first comes, then at most once a minute
+/// with how often it came; counted by code; and shown by `/readyz` while it
+/// keeps coming.
 #[derive(Default)]
 pub struct ConsumeErrors {
+    /// By error code (the text of one kind varies: timings, brokers).
     seen: Mutex<HashMap<String, Seen>>,
 }
 
 struct Seen {
+    text: String,
+    /// Whether `text` has librdkafka's reason, which says more than the
+    /// error code a consumed record carries.
+    detailed: bool,
+    /// Whether eddy cannot do its work while this keeps coming (a batch it
+    /// cannot decode, credentials refused), rather than a passing trouble
+    /// the brokers' own check in `/readyz` covers.
+    blocking: bool,
     last: Instant,
     logged: Instant,
     since_logged: u64,
 }
 
 impl ConsumeErrors {
-    pub fn record(&self, error: &KafkaError) {
-        let text = error.to_string();
+    /// `error`, with librdkafka's `reason` if it gave one.
+    pub fn record(&self, error: &KafkaError, reason: Option<&str>) {
+        let text = match reason {
+            Some(reason) => format!("{error}: {reason}"),
+            None => error.to_string(),
+        };
         let code = error
             .rdkafka_error_code()
-            .map_or_else(|| "other".to_string(), |code| format!("{code:?}"));
-        metrics::consumer_error(code);
+            .map_or_else(|| text.clone(), |code| format!("{code:?}"));
+        metrics::consumer_error(
+            error
+                .rdkafka_error_code()
+                .map_or_else(|| "other".to_string(), |code| format!("{code:?}")),
+        );
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        match seen.get_mut(&text) {
+        match seen.get_mut(&code) {
             None => {
                 tracing::error!(
-                    "Kafka consumer: {text}; {}; said again at most once a minute",
+                    "Kafka: {text}; {}; said again at most once a minute",
                     advice(error)
                 );
                 seen.insert(
-                    text,
+                    code,
                     Seen {
+                        text,
+                        detailed: reason.is_some(),
+                        blocking: blocking(error),
                         last: now,
                         logged: now,
                         since_logged: 0,
@@ -141,11 +179,16 @@ impl ConsumeErrors {
                 );
             }
             Some(known) => {
+                if reason.is_some() || !known.detailed {
+                    known.text = text;
+                    known.detailed = reason.is_some();
+                }
                 known.last = now;
                 known.since_logged += 1;
                 if now.duration_since(known.logged) >= ERROR_REPEAT_LOG {
                     tracing::error!(
-                        "Kafka consumer: {text}, {} times more in the last {}s",
+                        "Kafka: {}, {} times more in the last {}s",
+                        known.text,
                         known.since_logged,
                         now.duration_since(known.logged).as_secs()
                     );
@@ -156,17 +199,39 @@ impl ConsumeErrors {
         }
     }
 
-    /// The errors that came in the last [`ERROR_RECENT`], for `/readyz`.
+    /// The blocking errors that came in the last [`ERROR_RECENT`], for
+    /// `/readyz`.
     pub fn recent(&self) -> Vec<String> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let mut recent: Vec<String> = seen
-            .iter()
-            .filter(|(_, seen)| seen.last.elapsed() < ERROR_RECENT)
-            .map(|(text, _)| format!("the Kafka consumer reports: {text}"))
+            .values()
+            .filter(|seen| seen.blocking && seen.last.elapsed() < ERROR_RECENT)
+            .map(|seen| format!("Kafka reports: {}", seen.text))
             .collect();
         recent.sort();
         recent
     }
+}
+
+/// Whether eddy cannot do its work while `error` keeps coming.
+fn blocking(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            BadCompression
+                | NotImplemented
+                | BadMessage
+                | InvalidRecord
+                | InvalidMessage
+                | SSL
+                | Authentication
+                | SaslAuthenticationFailed
+                | TopicAuthorizationFailed
+                | GroupAuthorizationFailed
+                | ClusterAuthorizationFailed
+        )
+    )
 }
 
 /// What to do about a consumer error, in a few words.
@@ -186,6 +251,9 @@ fn advice(error: &KafkaError) -> &'static str {
             | GroupAuthorizationFailed
             | ClusterAuthorizationFailed,
         ) => "the cluster refuses eddy's credentials or certificates: check [kafka.security]",
+        Some(AllBrokersDown | BrokerTransportFailure | Resolve) => {
+            "eddy keeps trying; check [kafka] bootstrap_servers and [kafka.security]"
+        }
         _ => "eddy keeps trying",
     }
 }
@@ -197,9 +265,14 @@ fn advice(error: &KafkaError) -> &'static str {
 pub struct EddyContext {
     pub workers: Arc<Workers>,
     pub transactions: Option<Arc<Transactions>>,
+    pub errors: Arc<ConsumeErrors>,
 }
 
 impl ClientContext for EddyContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.record(&error, Some(reason));
+    }
+
     fn stats(&self, statistics: Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, p) in &stats.partitions {
@@ -266,6 +339,7 @@ mod tests {
             delivery: DeliveryMode::AtLeastOnce,
             transactional_id: None,
             transaction_ms: 100,
+            security: Default::default(),
         };
         kafka
             .consumer

@@ -27,6 +27,8 @@
 //!   attempt's deadline;
 //! - `text`: outside text on one log line;
 //! - `limits`: what one sandbox store may take (memory, instances, tables);
+//! - [`security`]: `[kafka.security]`, TLS and SASL with secrets from the
+//!   environment or files;
 //! - [`swap`]: whether pages can be swapped out, which decides how pool
 //!   slots are reset between instances;
 //! - `transaction`: exactly-once delivery, a record's effects and offset in
@@ -59,6 +61,7 @@ mod retry;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
+pub mod security;
 pub mod swap;
 mod text;
 mod transaction;

@@ -1,0 +1,332 @@
+//! `[kafka.security]`: how eddy connects to a cluster that wants TLS or
+//! SASL, written once for every Kafka client eddy makes. Secrets come from
+//! the environment or a file, never from `eddy.toml` itself; what is wrong
+//! is said by the variable's or file's name, never by its value.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The librdkafka settings `[kafka.security]` stands for, resolved.
+pub type Settings = Vec<(&'static str, String)>;
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// `plaintext` (the default), `ssl`, `sasl_plaintext` or `sasl_ssl`:
+    /// librdkafka's `security.protocol`.
+    pub protocol: Option<String>,
+    /// With SASL: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or
+    /// `OAUTHBEARER` (librdkafka's `sasl.mechanism`).
+    pub mechanism: Option<String>,
+    /// The SASL user name, or the variable holding it.
+    pub username: Option<String>,
+    pub username_env: Option<String>,
+    /// The variable, or the file, holding the SASL password.
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    /// The CA certificates (PEM) the brokers' certificates are checked
+    /// against; the system's when unset.
+    pub ca_file: Option<PathBuf>,
+    /// Mutual TLS: eddy's certificate and private key (PEM).
+    pub certificate_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The variable, or the file, holding the private key's password, if
+    /// the key is encrypted.
+    pub key_password_env: Option<String>,
+    pub key_password_file: Option<PathBuf>,
+    /// OAUTHBEARER without a token service (development clusters): the
+    /// principal of librdkafka's unsecured JWT.
+    pub oauthbearer_principal: Option<String>,
+}
+
+const PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
+const MECHANISMS: [&str; 4] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"];
+
+impl SecurityConfig {
+    /// The protocol, lower-case; `plaintext` when unset.
+    fn protocol(&self) -> String {
+        self.protocol
+            .as_deref()
+            .unwrap_or("plaintext")
+            .trim()
+            .to_ascii_lowercase()
+    }
+
+    fn mechanism(&self) -> Option<String> {
+        self.mechanism
+            .as_deref()
+            .map(|m| m.trim().to_ascii_uppercase())
+    }
+
+    /// The librdkafka settings, with the secrets read; or what is wrong,
+    /// each problem naming the setting to fix.
+    pub fn resolve(&self) -> Result<Settings, Vec<String>> {
+        let mut settings = Settings::new();
+        let mut problems = Vec::new();
+        let protocol = self.protocol();
+        if !PROTOCOLS.contains(&protocol.as_str()) {
+            problems.push(format!(
+                "[kafka.security] protocol is {protocol:?}; use one of {PROTOCOLS:?}"
+            ));
+        }
+        if protocol != "plaintext" {
+            settings.push(("security.protocol", protocol.clone()));
+        }
+        let sasl = protocol.starts_with("sasl_");
+        let tls = protocol.ends_with("ssl");
+        match (self.mechanism(), sasl) {
+            (Some(mechanism), true) if MECHANISMS.contains(&mechanism.as_str()) => {
+                settings.push(("sasl.mechanism", mechanism.clone()));
+                self.resolve_sasl(&mechanism, &mut settings, &mut problems);
+            }
+            (Some(mechanism), true) => problems.push(format!(
+                "[kafka.security] mechanism is {mechanism:?}; use one of {MECHANISMS:?}"
+            )),
+            (None, true) => problems.push(format!(
+                "[kafka.security] protocol {protocol:?} needs a mechanism: one of {MECHANISMS:?}"
+            )),
+            (Some(_), false) => problems.push(format!(
+                "[kafka.security] mechanism is set, but protocol {protocol:?} has no SASL: \
+                 use \"sasl_ssl\" or \"sasl_plaintext\""
+            )),
+            (None, false) => {}
+        }
+        let files = [
+            ("ca_file", "ssl.ca.location", &self.ca_file),
+            (
+                "certificate_file",
+                "ssl.certificate.location",
+                &self.certificate_file,
+            ),
+            ("key_file", "ssl.key.location", &self.key_file),
+        ];
+        for (name, setting, path) in files {
+            let Some(path) = path else {
+                continue;
+            };
+            if !tls {
+                problems.push(format!(
+                    "[kafka.security] {name} is set, but protocol {protocol:?} has no TLS: \
+                     use \"ssl\" or \"sasl_ssl\""
+                ));
+            }
+            match readable(path) {
+                Ok(()) => settings.push((setting, path.display().to_string())),
+                Err(why) => problems.push(format!("[kafka.security] {name}: {why}")),
+            }
+        }
+        if self.certificate_file.is_some() != self.key_file.is_some() {
+            problems.push(
+                "[kafka.security] mutual TLS needs both certificate_file and key_file".to_string(),
+            );
+        }
+        let key_password = secret(
+            "key_password",
+            &self.key_password_env,
+            &self.key_password_file,
+        );
+        match key_password {
+            Ok(Some(password)) => settings.push(("ssl.key.password", password)),
+            Ok(None) => {}
+            Err(why) => problems.push(why),
+        }
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn resolve_sasl(&self, mechanism: &str, settings: &mut Settings, problems: &mut Vec<String>) {
+        if mechanism == "OAUTHBEARER" {
+            match &self.oauthbearer_principal {
+                Some(principal) => {
+                    settings.push(("enable.sasl.oauthbearer.unsecure.jwt", "true".into()));
+                    settings.push(("sasl.oauthbearer.config", format!("principal={principal}")));
+                }
+                None => problems.push(
+                    "[kafka.security] mechanism \"OAUTHBEARER\" needs oauthbearer_principal \
+                     (the unsecured token of development clusters; a token service is not \
+                     supported yet)"
+                        .to_string(),
+                ),
+            }
+            return;
+        }
+        let username = match (&self.username, &self.username_env) {
+            (Some(name), None) => Ok(Some(name.clone())),
+            (None, Some(_)) => secret("username", &self.username_env, &None),
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => {
+                Err("[kafka.security] set username or username_env, not both".to_string())
+            }
+        };
+        match username {
+            Ok(Some(name)) => settings.push(("sasl.username", name)),
+            Ok(None) => problems.push(format!(
+                "[kafka.security] mechanism {mechanism:?} needs username (or username_env)"
+            )),
+            Err(why) => problems.push(why),
+        }
+        match secret("password", &self.password_env, &self.password_file) {
+            Ok(Some(password)) => settings.push(("sasl.password", password)),
+            Ok(None) => problems.push(format!(
+                "[kafka.security] mechanism {mechanism:?} needs password_env or password_file \
+                 (a password is never written in eddy.toml)"
+            )),
+            Err(why) => problems.push(why),
+        }
+    }
+
+    /// How eddy connects, for the start-up summary: no secret in it.
+    pub fn summary(&self) -> String {
+        let protocol = self.protocol();
+        let mut summary = protocol.to_ascii_uppercase();
+        if let Some(mechanism) = self.mechanism().filter(|_| protocol.starts_with("sasl_")) {
+            summary.push(' ');
+            summary.push_str(&mechanism);
+            if let Some(user) = &self.username {
+                summary.push_str(&format!(" as {user:?}"));
+            }
+        }
+        if self.certificate_file.is_some() {
+            summary.push_str(" with a client certificate");
+        }
+        summary
+    }
+}
+
+/// A secret from the variable or the file named, one of them at most. The
+/// file's content without its trailing line break.
+fn secret(
+    name: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "[kafka.security] set {name}_env or {name}_file, not both"
+        )),
+        (Some(variable), None) => match std::env::var(variable) {
+            Ok(value) if !value.is_empty() => Ok(Some(value)),
+            Ok(_) => Err(format!(
+                "[kafka.security] {name}_env names {variable}, which is empty"
+            )),
+            Err(_) => Err(format!(
+                "[kafka.security] {name}_env names {variable}, which is not set"
+            )),
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(value) => {
+                let value = value.trim_end_matches(['\r', '\n']);
+                if value.is_empty() {
+                    Err(format!(
+                        "[kafka.security] {name}_file {} is empty",
+                        path.display()
+                    ))
+                } else {
+                    Ok(Some(value.to_string()))
+                }
+            }
+            Err(e) => Err(format!(
+                "[kafka.security] {name}_file {} cannot be read: {}",
+                path.display(),
+                e.kind()
+            )),
+        },
+        (None, None) => Ok(None),
+    }
+}
+
+/// Whether the file at `path` can be read; why not, if not.
+fn readable(path: &Path) -> Result<(), String> {
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| format!("{} cannot be read: {}", path.display(), e.kind()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> SecurityConfig {
+        toml::from_str(text).expect("valid [kafka.security]")
+    }
+
+    #[test]
+    fn nothing_set_is_plaintext_with_no_settings() {
+        assert_eq!(SecurityConfig::default().resolve(), Ok(Vec::new()));
+        assert_eq!(SecurityConfig::default().summary(), "PLAINTEXT");
+    }
+
+    #[test]
+    fn scram_over_tls_reads_the_password_from_a_file_and_shows_no_secret() {
+        let password = std::env::temp_dir().join(format!(
+            "eddy-security-test-password-{}",
+            std::process::id()
+        ));
+        std::fs::write(&password, "hunter2\n").unwrap();
+        let config = parse(&format!(
+            "protocol = \"SASL_SSL\"\nmechanism = \"scram-sha-512\"\nusername = \"eddy\"\n\
+             password_file = {:?}\n",
+            password.display().to_string()
+        ));
+        let settings = config.resolve().expect("resolves");
+        assert!(settings.contains(&("security.protocol", "sasl_ssl".into())));
+        assert!(settings.contains(&("sasl.mechanism", "SCRAM-SHA-512".into())));
+        assert!(settings.contains(&("sasl.password", "hunter2".into())));
+        let summary = config.summary();
+        assert_eq!(summary, "SASL_SSL SCRAM-SHA-512 as \"eddy\"");
+        std::fs::remove_file(&password).unwrap();
+    }
+
+    #[test]
+    fn a_missing_variable_or_file_is_named_and_its_value_never_shown() {
+        let config = parse(
+            "protocol = \"sasl_ssl\"\nmechanism = \"PLAIN\"\nusername = \"key\"\n\
+             password_env = \"EDDY_TEST_SURELY_UNSET_VARIABLE\"\n\
+             ca_file = \"/nonexistent/ca.pem\"\n",
+        );
+        let problems = config.resolve().expect_err("problems");
+        let all = problems.join("\n");
+        assert!(
+            all.contains("EDDY_TEST_SURELY_UNSET_VARIABLE, which is not set"),
+            "{all}"
+        );
+        assert!(
+            all.contains("ca_file: /nonexistent/ca.pem cannot be read"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_are_refused() {
+        let cases = [
+            ("protocol = \"sasl_ssl\"\n", "needs a mechanism"),
+            ("mechanism = \"PLAIN\"\n", "has no SASL"),
+            ("protocol = \"tls\"\n", "use one of"),
+            (
+                "protocol = \"sasl_ssl\"\nmechanism = \"GSSAPI\"\n",
+                "mechanism is \"GSSAPI\"",
+            ),
+            (
+                "protocol = \"sasl_ssl\"\nmechanism = \"PLAIN\"\nusername = \"u\"\n",
+                "needs password_env or password_file",
+            ),
+            (
+                "protocol = \"ssl\"\nkey_file = \"/etc/hostname\"\n",
+                "needs both",
+            ),
+            (
+                "protocol = \"sasl_ssl\"\nmechanism = \"OAUTHBEARER\"\n",
+                "needs oauthbearer_principal",
+            ),
+        ];
+        for (text, expected) in cases {
+            let problems = parse(text).resolve().expect_err(text).join("\n");
+            assert!(problems.contains(expected), "{text}: {problems}");
+        }
+        assert!(toml::from_str::<SecurityConfig>("password = \"inline\"\n").is_err());
+    }
+}

@@ -19,13 +19,13 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode};
-use crate::kafka::{self, ConsumeErrors, EddyContext};
+use crate::kafka::{self, EddyContext, EddyProducer, KafkaErrors, ProducerContext};
 use crate::partition::{Worker, Workers};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Runtime, SlotReset};
@@ -41,13 +41,13 @@ pub struct Pipeline {
     pub runtime: Arc<Runtime>,
     /// What events are dispatched with; swapped whole by the reload thread.
     pub state: ArcSwap<Snapshot>,
-    pub producer: FutureProducer,
+    pub producer: EddyProducer,
     pub consumer: StreamConsumer<EddyContext>,
     /// With exactly-once delivery, the transactions records are written in.
     pub transactions: Option<Arc<Transactions>>,
     /// What the consumer handed back instead of records, and what its
     /// client reported.
-    consume_errors: Arc<ConsumeErrors>,
+    kafka_errors: Arc<KafkaErrors>,
     /// Cancelled when eddy begins stopping.
     shutdown: CancellationToken,
 }
@@ -74,8 +74,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let stopping = CancellationToken::new();
     let topics = config.topics();
-    let producer: FutureProducer = kafka::producer_config(&config.kafka)
-        .create()
+    let kafka_errors = Arc::new(KafkaErrors::default());
+    let producer: EddyProducer = kafka::producer_config(&config.kafka)
+        .create_with_context(ProducerContext {
+            errors: kafka_errors.clone(),
+        })
         .map_err(kafka::redacted)
         .context("cannot create the Kafka producer")?;
     let transactions = match config.kafka.delivery {
@@ -99,12 +102,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => stopping.clone(),
     };
     let workers = Arc::new(Workers::new(workers_parent));
-    let consume_errors = Arc::new(ConsumeErrors::default());
     let consumer: StreamConsumer<EddyContext> = kafka::consumer_config(&config.kafka)
         .create_with_context(EddyContext {
             workers: workers.clone(),
             transactions: transactions.clone(),
-            errors: consume_errors.clone(),
+            errors: kafka_errors.clone(),
         })
         .map_err(kafka::redacted)
         .context("cannot create the Kafka consumer")?;
@@ -149,7 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         producer,
         consumer,
         transactions: transactions.clone(),
-        consume_errors: consume_errors.clone(),
+        kafka_errors: kafka_errors.clone(),
         shutdown: stopping.clone(),
     });
     let committer = transactions.clone().map(|transactions| {
@@ -278,7 +280,7 @@ async fn fetch(
         let message = match message {
             Ok(message) => message,
             Err(e) => {
-                pipeline.consume_errors.record(&e, None);
+                pipeline.kafka_errors.record(&e, None);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -464,7 +466,7 @@ impl Pipeline {
         if let Err(e) = self.consumer.fetch_metadata(None, Duration::from_secs(2)) {
             reasons.push(format!("the Kafka brokers do not answer: {e}"));
         }
-        reasons.extend(self.consume_errors.recent());
+        reasons.extend(self.kafka_errors.recent());
         match self.consumer.assignment() {
             Ok(assignment) if assignment.count() > 0 => {}
             Ok(_) => reasons.push("no partitions assigned yet".to_string()),

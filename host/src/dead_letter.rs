@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::DecodeError;
+use crate::kafka::EddyProducer;
 use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::Failure;
@@ -105,7 +106,7 @@ pub fn topic_for(configured: Option<&str>, topic: &str) -> String {
 /// too large then ends the write with `Cancelled`: the transaction cannot be
 /// committed.
 pub async fn write(
-    producer: &FutureProducer,
+    producer: &EddyProducer,
     token: &CancellationToken,
     record: &OwnedMessage,
     topic: &str,

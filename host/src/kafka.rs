@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaConfRes;
 use rdkafka::{ClientConfig, TopicPartitionList};
@@ -117,14 +118,14 @@ const ERROR_REPEAT_LOG: Duration = Duration::from_secs(60);
 /// How long after the last of an error `/readyz` still shows it.
 const ERROR_RECENT: Duration = Duration::from_secs(30);
 
-/// Errors of the consumer: what it hands back instead of records (a batch
-/// it cannot decode) and what its client reports (brokers it cannot reach,
-/// credentials or certificates refused). Reported without a flood: each
+/// Errors of eddy's Kafka clients: what the consumer hands back instead of
+/// records (a batch it cannot decode) and what the clients report (brokers
+/// they cannot reach, credentials or certificates refused). Reported without a flood: each
 /// kind of error is logged when it first comes, then at most once a minute
 /// with how often it came; counted by code; and shown by `/readyz` while it
 /// keeps coming.
 #[derive(Default)]
-pub struct ConsumeErrors {
+pub struct KafkaErrors {
     /// By error code (the text of one kind varies: timings, brokers).
     seen: Mutex<HashMap<String, Seen>>,
 }
@@ -143,7 +144,7 @@ struct Seen {
     since_logged: u64,
 }
 
-impl ConsumeErrors {
+impl KafkaErrors {
     /// `error`, with librdkafka's `reason` if it gave one.
     pub fn record(&self, error: &KafkaError, reason: Option<&str>) {
         let text = match reason {
@@ -169,9 +170,9 @@ impl ConsumeErrors {
                 seen.insert(
                     code,
                     Seen {
+                        blocking: blocking(error, &text),
                         text,
                         detailed: reason.is_some(),
-                        blocking: blocking(error),
                         last: now,
                         logged: now,
                         since_logged: 0,
@@ -213,11 +214,17 @@ impl ConsumeErrors {
     }
 }
 
-/// Whether eddy cannot do its work while `error` keeps coming.
-fn blocking(error: &KafkaError) -> bool {
+/// Whether eddy cannot do its work while `error` (said in `text`) keeps
+/// coming. A TLS handshake the broker refuses comes as a transport failure
+/// whose text names SSL.
+fn blocking(error: &KafkaError, text: &str) -> bool {
     use RDKafkaErrorCode::*;
+    let code = error.rdkafka_error_code();
+    if code == Some(BrokerTransportFailure) && text.contains("SSL") {
+        return true;
+    }
     matches!(
-        error.rdkafka_error_code(),
+        code,
         Some(
             BadCompression
                 | NotImplemented
@@ -258,6 +265,19 @@ fn advice(error: &KafkaError) -> &'static str {
     }
 }
 
+/// eddy's producer: its client's errors are reported with the consumer's.
+pub type EddyProducer = FutureProducer<ProducerContext>;
+
+pub struct ProducerContext {
+    pub errors: Arc<KafkaErrors>,
+}
+
+impl ClientContext for ProducerContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.errors.record(&error, Some(reason));
+    }
+}
+
 /// librdkafka callbacks: statistics become the consumer-lag gauges; an
 /// assign hands partitions to the workers, a revoke stops their workers and
 /// commits their finished work before they move (in the open transaction,
@@ -265,7 +285,7 @@ fn advice(error: &KafkaError) -> &'static str {
 pub struct EddyContext {
     pub workers: Arc<Workers>,
     pub transactions: Option<Arc<Transactions>>,
-    pub errors: Arc<ConsumeErrors>,
+    pub errors: Arc<KafkaErrors>,
 }
 
 impl ClientContext for EddyContext {

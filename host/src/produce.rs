@@ -18,10 +18,11 @@ use futures::FutureExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use tokio_util::sync::CancellationToken;
 
 use crate::headers;
+use crate::kafka::EddyProducer;
 use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::{FollowUp, Plugin};
@@ -119,7 +120,7 @@ pub enum Acks {
 /// for Kafka's acknowledgements; appends them to `sent`.
 /// `cause` is the record they follow; they are one hop deeper.
 pub async fn produce(
-    producer: &FutureProducer,
+    producer: &EddyProducer,
     token: &CancellationToken,
     cause: &OwnedMessage,
     plugin: &Arc<Plugin>,
@@ -176,7 +177,7 @@ fn refusal(sent: &[Sent]) -> Option<Refused> {
 /// in order, any Kafka failed. A refusal stops the wait: the rest no
 /// longer matter, the record fails.
 pub async fn settle(
-    producer: &FutureProducer,
+    producer: &EddyProducer,
     token: &CancellationToken,
     sent: &mut [Sent],
 ) -> Result<(), NotTaken> {
@@ -295,7 +296,7 @@ pub fn answer(ack: &mut DeliveryFuture, deadline: std::time::Instant) -> Answer 
 /// Hands one follow-up to the producer, waiting for room while its queue is
 /// full and retrying with backoff what it refuses for now.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &EddyProducer,
     token: &CancellationToken,
     follow_up: &FollowUp,
     plugin: &Plugin,

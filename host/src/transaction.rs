@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
+use rdkafka::producer::{DeliveryFuture, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
+use crate::kafka::EddyProducer;
 use crate::metrics;
 use crate::partition::{Cancelled, Lease};
 use crate::produce::{self, Answer, Refused, Sent};
@@ -61,7 +62,7 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 pub struct Transactions {
-    producer: FutureProducer,
+    producer: EddyProducer,
     id: String,
     gate: RwLock<()>,
     staged: Mutex<Staged>,
@@ -243,7 +244,7 @@ impl Transactions {
     /// while they do not answer, until `process` (the process's token) is
     /// cancelled. Blocks.
     pub fn start(
-        producer: FutureProducer,
+        producer: EddyProducer,
         id: &str,
         process: &CancellationToken,
     ) -> anyhow::Result<Transactions> {

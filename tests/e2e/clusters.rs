@@ -174,7 +174,12 @@ impl Pki {
             "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         )
         .expect("san.ext");
-        for (name, extensions) in [("broker", true), ("client", false)] {
+        for (name, extensions, days) in [
+            ("broker", true, "2"),
+            ("client", false, "2"),
+            // Its validity ended yesterday.
+            ("expired-client", false, "-1"),
+        ] {
             openssl(&[
                 "req",
                 "-newkey",
@@ -198,7 +203,7 @@ impl Pki {
                 "ca.key",
                 "-CAcreateserial",
                 "-days",
-                "2",
+                days,
                 "-out",
                 &format!("{name}.pem"),
             ]
@@ -378,6 +383,25 @@ fn sasl_scram_sasl_plain_and_mutual_tls_work_and_refusals_are_said() {
     let (status, body) = http_get(&eddy.http_addr(), "/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("certificate verify failed"), "{body}");
+    eddy.stop();
+
+    // An expired client certificate: the broker refuses the handshake.
+    let expired = format!(
+        "protocol = \"ssl\"\nca_file = {ca:?}\ncertificate_file = {:?}\nkey_file = {:?}\n",
+        pki.path("expired-client.pem"),
+        pki.path("expired-client.key")
+    );
+    let mut eddy = round_trip(&plain, &mtls.bootstrap(), &expired, &[], false);
+    // The broker (Java) answers an expired certificate with the TLS alert
+    // "certificate unknown".
+    assert!(
+        eddy.wait_for_log("alert certificate unknown", 1, Duration::from_secs(30)),
+        "log:\n{}",
+        eddy.log()
+    );
+    let (status, body) = http_get(&eddy.http_addr(), "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("alert certificate unknown"), "{body}");
     eddy.stop();
     broker.stop();
 }

@@ -368,12 +368,13 @@ fn a_follow_up_the_broker_refuses_is_dead_lettered_and_eddy_goes_on() {
     );
     create_topics(&[&topic], 3);
     // The answers' topic takes batches of up to 64 KiB, and eddy's producer
-    // batches up to 16 KiB: only a follow-up padded to 100 kB is refused,
-    // by the broker, when the transaction holding it commits.
+    // batches up to 16 KiB, uncompressed (the padding would shrink to
+    // nothing): only a follow-up padded to 100 kB is refused, by the
+    // broker, when the transaction holding it commits.
     create_topics_with(&bootstrap(), &[&out], 3, &[("max.message.bytes", "65536")]);
     let config = exactly_once_config(&group, &topic, &out).replace(
         "[plugins]\n",
-        "[kafka.producer]\n\"batch.size\" = \"16384\"\n\n[plugins]\n",
+        "[kafka.producer]\n\"batch.size\" = \"16384\"\n\"compression.type\" = \"none\"\n\n[plugins]\n",
     );
     let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
     // 2,000 events over 4 s; every hundredth asks for a padded answer.

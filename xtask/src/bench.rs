@@ -40,6 +40,9 @@ struct Scenario {
     cpu_s: f64,
     peak_rss_mb: f64,
     latency_ms: Option<[f64; 3]>,
+    /// Bytes of follow-ups the broker stored, for the scenarios that
+    /// publish.
+    out_bytes: Option<u64>,
 }
 
 /// What `cargo xtask bench` was asked for.
@@ -132,6 +135,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-followup-reuse", &eddy, "tagger"),
         ("eddy-followup-eos", &eddy, "tagger"),
         ("eddy-followup-eos-reuse", &eddy, "tagger"),
+        // The follow-up producer's compression (lz4 by default) off and
+        // zstd, with reused instances so that its cost is not lost in
+        // instantiation.
+        ("eddy-followup-reuse-none", &eddy, "tagger"),
+        ("eddy-followup-reuse-zstd", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
     ] {
         if !options.wants(name) {
@@ -142,11 +150,16 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             plugin,
             plugins: &plugins,
             out: &out,
-            reuse: name.ends_with("-reuse"),
+            reuse: name.contains("-reuse"),
             exactly_once: name.contains("-eos"),
+            compression: ["none", "zstd"].into_iter().find(|c| name.ends_with(c)),
         };
         let config = eddy_config(&dir, name, &group(name), &corpus, &setup)?;
+        let before = kafka::topic_bytes(&out);
         let mut scenario = eddy_scenario(name, binary, &config, events)?;
+        if name.starts_with("eddy-followup") {
+            scenario.out_bytes = Some(kafka::topic_bytes(&out).saturating_sub(before));
+        }
         if name.starts_with("eddy-followup") {
             scenario.latency_ms = Some(latency_eddy(name, binary, &dir, &setup, latency_for)?);
         }
@@ -227,6 +240,7 @@ pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
         out: &out,
         reuse,
         exactly_once: false,
+        compression: None,
     };
     let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
     println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
@@ -429,6 +443,7 @@ fn self_measured(
         cpu_s: figures["cpu_s"].as_f64().unwrap_or_default(),
         peak_rss_mb: figures["peak_rss_mb"].as_f64().unwrap_or_default(),
         latency_ms: None,
+        out_bytes: None,
     })
 }
 
@@ -444,6 +459,8 @@ struct EddySetup<'a> {
     reuse: bool,
     /// `[kafka] delivery = "exactly-once"`.
     exactly_once: bool,
+    /// The follow-up producer's `compression.type`, if any.
+    compression: Option<&'a str>,
 }
 
 fn eddy_config(
@@ -459,7 +476,12 @@ fn eddy_config(
         out,
         reuse,
         exactly_once,
+        compression,
     } = *setup;
+    let producer = match compression {
+        Some(codec) => format!("[kafka.producer]\n\"compression.type\" = \"{codec}\"\n\n"),
+        None => String::new(),
+    };
     let delivery = if exactly_once {
         format!("delivery = \"exactly-once\"\ntransactional_id = \"{group}\"\n")
     } else {
@@ -481,7 +503,7 @@ fn eddy_config(
         &config,
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n{delivery}\n\
-             [plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             {producer}[plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
              [plugin.{plugin}]\npublish_to = [\"{out}\"]\nevents_per_instance = {reuse}\n\
              config = {{ out_topic = \"{out}\" }}\n",
@@ -609,6 +631,7 @@ fn eddy_scenario(
         cpu_s,
         peak_rss_mb,
         latency_ms: None,
+        out_bytes: None,
     })
 }
 
@@ -924,6 +947,7 @@ fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
                 "cpu_s_per_million": (s.cpu_s / s.events as f64 * 1e6 * 10.0).round() / 10.0,
                 "peak_rss_mb": (s.peak_rss_mb * 10.0).round() / 10.0,
                 "latency_ms": s.latency_ms.map(|[p50, p99, p999]| json!({"p50": p50, "p99": p99, "p999": p999})),
+                "follow_up_bytes_per_event": s.out_bytes.map(|b| (b as f64 / s.events as f64 * 10.0).round() / 10.0),
             })
         })
         .collect();
@@ -964,6 +988,20 @@ fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
             s["peak_rss_mb"],
             latency
         );
+    }
+    let stored: Vec<&Value> = scenarios
+        .iter()
+        .filter(|s| !s["follow_up_bytes_per_event"].is_null())
+        .collect();
+    if !stored.is_empty() {
+        println!("\nfollow-ups stored by the broker (record batches as sent), bytes per event:");
+        for s in stored {
+            println!(
+                "  {:<26} {:>8}",
+                s["name"].as_str().unwrap_or_default(),
+                s["follow_up_bytes_per_event"]
+            );
+        }
     }
     print_bars(&scenarios);
     println!("\nxtask: wrote {}", path.display());

@@ -28,6 +28,28 @@ fn home() -> PathBuf {
     root().join("target/kafka")
 }
 
+/// Bytes the local broker holds for `topic`: the sizes of its partitions'
+/// log segments, which are the record batches as they came over the wire.
+pub fn topic_bytes(topic: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(home().join("data")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|name| name.strip_prefix(topic))
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|partition| partition.parse::<u32>().is_ok())
+        })
+        .flat_map(|e| std::fs::read_dir(e.path()).into_iter().flatten().flatten())
+        .filter(|f| f.path().extension().is_some_and(|x| x == "log"))
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
 fn pid_file() -> PathBuf {
     home().join("broker.pid")
 }

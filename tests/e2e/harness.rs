@@ -722,64 +722,24 @@ fn kafka_java(args: &[&str]) -> Command {
     java
 }
 
-/// A listener besides the broker's PLAINTEXT one: its name is its
-/// security protocol (`SSL`, `SASL_SSL`).
-pub struct Listener {
-    pub protocol: &'static str,
-    pub port: u16,
-}
-
-impl Listener {
-    pub fn new(protocol: &'static str) -> Listener {
-        Listener {
-            protocol,
-            port: free_port(),
-        }
-    }
-
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
 impl TestBroker {
-    /// A fresh broker with a PLAINTEXT listener, in a folder of its own.
     pub fn start() -> TestBroker {
         let dir = std::env::temp_dir().join(unique("eddy-broker"));
-        TestBroker::start_in(dir, &[], "", &[])
-    }
-
-    /// A fresh broker in `dir` with more `listeners`, more server
-    /// `properties` (lines) and more arguments to its format (`--add-scram`).
-    pub fn start_in(
-        dir: PathBuf,
-        listeners: &[&Listener],
-        properties: &str,
-        format_args: &[&str],
-    ) -> TestBroker {
         std::fs::create_dir_all(dir.join("data")).expect("broker dir");
         let (port, controller) = (free_port(), free_port());
-        let extra: String = listeners
-            .iter()
-            .map(|l| format!(",{}://127.0.0.1:{}", l.protocol, l.port))
-            .collect();
-        let map: String = listeners
-            .iter()
-            .map(|l| format!(",{0}:{0}", l.protocol))
-            .collect();
         std::fs::write(
             dir.join("server.properties"),
             format!(
                 "process.roles=broker,controller\nnode.id=1\n\
                  controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n\
-                 listeners=PLAINTEXT://127.0.0.1:{port}{extra},CONTROLLER://127.0.0.1:{controller}\n\
-                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}{extra}\n\
+                 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
                  controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n\
-                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{map}\n\
+                 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n\
                  log.dirs={}\noffsets.topic.replication.factor=1\noffsets.topic.num.partitions=3\n\
                  transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n\
                  share.coordinator.state.topic.replication.factor=1\nshare.coordinator.state.topic.min.isr=1\n\
-                 group.initial.rebalance.delay.ms=0\n{properties}\n",
+                 group.initial.rebalance.delay.ms=0\n",
                 dir.join("data").display()
             ),
         )
@@ -789,7 +749,7 @@ impl TestBroker {
             .expect("java");
         let cluster = String::from_utf8_lossy(&uuid.stdout).trim().to_string();
         let properties = dir.join("server.properties").display().to_string();
-        let mut format = vec![
+        let format = kafka_java(&[
             "kafka.tools.StorageTool",
             "format",
             "--standalone",
@@ -797,9 +757,9 @@ impl TestBroker {
             &cluster,
             "-c",
             &properties,
-        ];
-        format.extend_from_slice(format_args);
-        let format = kafka_java(&format).output().expect("format");
+        ])
+        .output()
+        .expect("format");
         assert!(
             format.status.success(),
             "{}",

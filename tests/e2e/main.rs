@@ -6,6 +6,8 @@
 //! - `EDDY_TEST_PLUGIN_DIR`: the misbehaving test plugins;
 //! - `EDDY_KAFKA`: the broker's bootstrap address;
 //! - `EDDY_KAFKA_HOME`: where the Kafka jars are, for tests that run a broker of their own;
+//! - `EDDY_KAFKA_SASL_SSL`, `EDDY_KAFKA_SSL`: the broker's secured listeners,
+//!   and `EDDY_KAFKA_TLS` the folder of their certificates and passwords;
 //! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes.
 //!
 //! Every test uses topics and a consumer group of its own, so they run in

@@ -1,9 +1,16 @@
 //! A real Apache Kafka broker for development and tests: KRaft, one node
-//! that is both broker and controller, on 127.0.0.1:9092.
+//! that is both broker and controller, on 127.0.0.1:9092 (PLAINTEXT), with
+//! two more listeners for clusters that want security: SASL_SSL on
+//! 127.0.0.1:9094 (SCRAM-SHA-512 user `eddy`, PLAIN user `apikey`) and SSL
+//! with client certificates required on 127.0.0.1:9095.
 //!
 //! The jars come from Maven Central through `xtask/kafka/pom.xml` (cached in
 //! `~/.m2` and copied to `target/kafka/libs`); the data lives in
-//! `target/kafka/data`, formatted once. `start` is idempotent.
+//! `target/kafka/data`, formatted once (with the SCRAM user). The
+//! certificates and the users' passwords are made once with `openssl` in
+//! `target/kafka/tls`: `ca.pem`, `client.pem`/`client.key`,
+//! `expired-client.pem`/`.key` (for tests), `other-ca.pem` (a CA that signed
+//! nothing here), `scram-password`, `plain-password`. `start` is idempotent.
 
 use std::fs;
 use std::net::TcpStream;
@@ -23,6 +30,15 @@ use crate::{root, run_command};
 
 pub const BOOTSTRAP: &str = "127.0.0.1:9092";
 const CONTROLLER: &str = "127.0.0.1:9093";
+/// The SASL_SSL listener (SCRAM-SHA-512 and PLAIN).
+pub const SASL_SSL: &str = "127.0.0.1:9094";
+/// The SSL listener, client certificates required.
+pub const SSL: &str = "127.0.0.1:9095";
+
+/// Where the certificates and passwords are.
+pub fn tls_dir() -> PathBuf {
+    home().join("tls")
+}
 
 fn home() -> PathBuf {
     root().join("target/kafka")
@@ -75,6 +91,15 @@ fn port_open() -> bool {
     .is_ok()
 }
 
+/// Whether the SASL_SSL listener accepts connections.
+fn secured_port_open() -> bool {
+    TcpStream::connect_timeout(
+        &SASL_SSL.parse().expect("valid address"),
+        Duration::from_millis(500),
+    )
+    .is_ok()
+}
+
 /// A metadata request answered by a broker.
 fn broker_answers() -> bool {
     let consumer: Result<BaseConsumer, _> = ClientConfig::new()
@@ -109,10 +134,92 @@ fn ensure_jars() -> anyhow::Result<PathBuf> {
     Ok(libs)
 }
 
+/// Makes, once, the CA, the certificates and the passwords of the
+/// broker's secured listeners, with `openssl`.
+fn ensure_tls() -> anyhow::Result<PathBuf> {
+    let dir = tls_dir();
+    let done = dir.join("plain-password");
+    if done.exists() {
+        return Ok(dir);
+    }
+    println!("xtask: making test certificates in {}", dir.display());
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let openssl = |args: &[&str]| {
+        run_command(Command::new("openssl").args(args).current_dir(&dir))
+            .context("cannot run openssl (Debian package openssl)")
+    };
+    for ca in ["ca", "other-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            &format!("/CN=eddy-test-{ca}"),
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+        ])?;
+    }
+    fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )?;
+    // The expired one's validity ended the day before it was made.
+    for (name, days) in [
+        ("broker", "3650"),
+        ("client", "3650"),
+        ("expired-client", "-1"),
+    ] {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            days,
+            "-extfile",
+            "san.ext",
+            "-out",
+            &format!("{name}.pem"),
+        ])?;
+    }
+    let keystore =
+        fs::read_to_string(dir.join("broker.key"))? + &fs::read_to_string(dir.join("broker.pem"))?;
+    fs::write(dir.join("broker-keystore.pem"), keystore)?;
+    fs::write(dir.join("scram-password"), "eddy-scram-secret\n")?;
+    fs::write(dir.join("plain-password"), "eddy-plain-secret\n")?;
+    Ok(dir)
+}
+
 fn write_config() -> anyhow::Result<(PathBuf, PathBuf)> {
     let home = home();
     let data = home.join("data");
     fs::create_dir_all(&data)?;
+    let tls = ensure_tls()?;
+    let plain_password = fs::read_to_string(tls.join("plain-password"))?;
     let properties = home.join("server.properties");
     fs::write(
         &properties,
@@ -120,11 +227,19 @@ fn write_config() -> anyhow::Result<(PathBuf, PathBuf)> {
             "process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers={CONTROLLER}
-listeners=PLAINTEXT://{BOOTSTRAP},CONTROLLER://{CONTROLLER}
-advertised.listeners=PLAINTEXT://{BOOTSTRAP}
+listeners=PLAINTEXT://{BOOTSTRAP},SASL_SSL://{SASL_SSL},SSL://{SSL},CONTROLLER://{CONTROLLER}
+advertised.listeners=PLAINTEXT://{BOOTSTRAP},SASL_SSL://{SASL_SSL},SSL://{SSL}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_apikey=\"{plain}\";
+listener.name.ssl.ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca}
 log.dirs={data}
 num.partitions=3
 auto.create.topics.enable=true
@@ -136,7 +251,10 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 ",
-            data = data.display()
+            data = data.display(),
+            plain = plain_password.trim_end(),
+            keystore = tls.join("broker-keystore.pem").display(),
+            ca = tls.join("ca.pem").display(),
         ),
     )?;
     let log4j = home.join("log4j2.properties");
@@ -175,12 +293,25 @@ pub fn start() -> anyhow::Result<()> {
     // checkout's, say): tests that run brokers of their own need them here.
     let libs = ensure_jars()?;
     let (properties, log4j) = write_config()?;
+    if running_pid().is_some() && !secured_port_open() {
+        println!("xtask: the running broker has no secured listeners yet; restarting it");
+        stop()?;
+    }
     if running_pid().is_some() || port_open() {
         if wait_until_ready(Duration::from_secs(60)) {
             println!("xtask: Kafka is running on {BOOTSTRAP}");
             return Ok(());
         }
         bail!("something listens on {BOOTSTRAP} but does not answer as a Kafka broker");
+    }
+    // The SCRAM user is made when the data folder is formatted: a folder
+    // formatted before it existed is formatted again (it holds test data
+    // only).
+    let scram_marker = home().join("data/scram-users");
+    if home().join("data/meta.properties").exists() && !scram_marker.exists() {
+        println!("xtask: formatting the broker's data folder again, with the SCRAM user");
+        fs::remove_dir_all(home().join("data"))?;
+        fs::create_dir_all(home().join("data"))?;
     }
     if !home().join("data/meta.properties").exists() {
         let output = java(&libs, &log4j)
@@ -194,15 +325,22 @@ pub fn start() -> anyhow::Result<()> {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        let scram_password = fs::read_to_string(tls_dir().join("scram-password"))?;
         run_command(
             java(&libs, &log4j)
                 .args(["kafka.tools.StorageTool", "format", "--standalone", "-t"])
                 .arg(&cluster_id)
                 .arg("-c")
                 .arg(&properties)
+                .arg("--add-scram")
+                .arg(format!(
+                    "SCRAM-SHA-512=[name=eddy,password={}]",
+                    scram_password.trim_end()
+                ))
                 .stdout(Stdio::null()),
         )
         .context("cannot format the Kafka data folder")?;
+        fs::write(&scram_marker, "eddy (SCRAM-SHA-512)\n")?;
     }
     let log = fs::File::create(log_file())?;
     let child = java(&libs, &log4j)

@@ -234,6 +234,9 @@ fn test() -> anyhow::Result<()> {
             .env("EDDY_TEST_PLUGIN_DIR", &test_plugins)
             .env("EDDY_KAFKA", kafka::BOOTSTRAP)
             .env("EDDY_KAFKA_HOME", root().join("target/kafka"))
+            .env("EDDY_KAFKA_SASL_SSL", kafka::SASL_SSL)
+            .env("EDDY_KAFKA_SSL", kafka::SSL)
+            .env("EDDY_KAFKA_TLS", kafka::tls_dir())
             .env("EDDY_SCAFFOLD_TARGET_DIR", cargo_target_dir().join("wasm")),
     )?;
     run_command(

@@ -1,5 +1,5 @@
 //! What real clusters send and need: records compressed with every codec
-//! Kafka has, follow-ups eddy compresses itself, and TLS and SASL (the
+//! Kafka has (by librdkafka and by the Java client), follow-ups eddy compresses itself, and TLS and SASL (the
 //! shared broker's secured listeners, which `cargo xtask kafka start`
 //! makes).
 
@@ -44,6 +44,17 @@ fn records_compressed_with_every_codec_are_handled_and_follow_ups_compressed() {
             sent.insert(id);
         }
         producer.flush();
+        // The Java client (its own codec libraries) writes them too.
+        let lines: String = (0..PER_CODEC)
+            .map(|n| {
+                let id = format!("java-{codec}-{n}");
+                let key = format!("key-{}", n % 8);
+                let data = json!({"seq": n, "codec": codec, "filler": "abcdefgh".repeat(20)});
+                sent.insert(id.clone());
+                format!("{key}\t{}\n", seed_event(&id, "codec.event", &key, data))
+            })
+            .collect();
+        java_produce(&topic, codec, &lines);
     }
     let answers = crate::harness::follow_ups_of(
         &[&out],
@@ -85,6 +96,44 @@ fn records_compressed_with_every_codec_are_handled_and_follow_ups_compressed() {
     );
     assert!(eddy.is_running());
     eddy.stop();
+}
+
+/// Writes `lines` (`key<TAB>value`) to `topic` with the Java client's
+/// console producer, compressing with `codec`.
+fn java_produce(topic: &str, codec: &str, lines: &str) {
+    use std::io::Write;
+    let mut child = crate::harness::kafka_java(&[
+        "org.apache.kafka.tools.ConsoleProducer",
+        "--bootstrap-server",
+        &bootstrap(),
+        "--topic",
+        topic,
+        "--compression-codec",
+        codec,
+        "--command-property",
+        "linger.ms=50",
+        "--reader-property",
+        "parse.key=true",
+        "--reader-property",
+        "key.separator=\t",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("java");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("write to the console producer");
+    let out = child.wait_with_output().expect("console producer");
+    assert!(
+        out.status.success(),
+        "the Java console producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The compression codecs of the record batches the local broker stored

@@ -708,7 +708,7 @@ fn free_port() -> u16 {
 }
 
 /// `java` with the Kafka jars and logging set up, running `args`.
-fn kafka_java(args: &[&str]) -> Command {
+pub fn kafka_java(args: &[&str]) -> Command {
     let home = env_path("EDDY_KAFKA_HOME");
     let mut java = Command::new("java");
     java.arg("-Xmx384m")

@@ -78,6 +78,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let producer: EddyProducer = kafka::producer_config(&config.kafka)
         .create_with_context(ProducerContext {
             errors: kafka_errors.clone(),
+            token: config.kafka.security.token_source(),
         })
         .map_err(kafka::redacted)
         .context("cannot create the Kafka producer")?;
@@ -107,6 +108,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             workers: workers.clone(),
             transactions: transactions.clone(),
             errors: kafka_errors.clone(),
+            token: config.kafka.security.token_source(),
         })
         .map_err(kafka::redacted)
         .context("cannot create the Kafka consumer")?;

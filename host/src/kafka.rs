@@ -3,10 +3,11 @@
 //! and takes them from the workers).
 
 use std::collections::HashMap;
+use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
@@ -17,6 +18,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 use crate::config::{DeliveryMode, KafkaConfig, may_be_secret};
 use crate::metrics;
 use crate::partition::Workers;
+use crate::security::TokenSource;
 use crate::transaction::Transactions;
 
 pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
@@ -273,12 +275,33 @@ pub type EddyProducer = FutureProducer<ProducerContext>;
 
 pub struct ProducerContext {
     pub errors: Arc<KafkaErrors>,
+    pub token: Option<TokenSource>,
 }
 
 impl ClientContext for ProducerContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.record(&error, Some(reason));
     }
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        oauth_token(self.token.as_ref())
+    }
+}
+
+/// The OAUTHBEARER token librdkafka asks for (only with that mechanism).
+fn oauth_token(source: Option<&TokenSource>) -> Result<OAuthToken, Box<dyn Error>> {
+    let source = source.ok_or("[kafka.security] names no OAUTHBEARER token")?;
+    let token = source.token().map_err(|why| {
+        tracing::error!("[kafka.security]: {why}");
+        why
+    })?;
+    Ok(OAuthToken {
+        token: token.token,
+        principal_name: token.principal,
+        lifetime_ms: token.expires_ms,
+    })
 }
 
 /// librdkafka callbacks: statistics become the consumer-lag gauges; an
@@ -289,11 +312,18 @@ pub struct EddyContext {
     pub workers: Arc<Workers>,
     pub transactions: Option<Arc<Transactions>>,
     pub errors: Arc<KafkaErrors>,
+    pub token: Option<TokenSource>,
 }
 
 impl ClientContext for EddyContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
     fn error(&self, error: KafkaError, reason: &str) {
         self.errors.record(&error, Some(reason));
+    }
+
+    fn generate_oauth_token(&self, _: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        oauth_token(self.token.as_ref())
     }
 
     fn stats(&self, statistics: Statistics) {

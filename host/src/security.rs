@@ -35,9 +35,87 @@ pub struct SecurityConfig {
     /// the key is encrypted.
     pub key_password_env: Option<String>,
     pub key_password_file: Option<PathBuf>,
-    /// OAUTHBEARER without a token service (development clusters): the
-    /// principal of librdkafka's unsecured JWT.
+    /// OAUTHBEARER: the token (a JWT) from a variable or a file, read again
+    /// each time it is to be refreshed (a rotated Kubernetes service-account
+    /// token, say)…
+    pub oauthbearer_token_env: Option<String>,
+    pub oauthbearer_token_file: Option<PathBuf>,
+    /// …or, on development clusters without a token service, an unsecured
+    /// token (`"alg": "none"`) for this principal.
     pub oauthbearer_principal: Option<String>,
+}
+
+/// Where eddy's OAUTHBEARER token comes from.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    Unsecured(String),
+    Env(String),
+    File(PathBuf),
+}
+
+/// How long an unsecured token lives before librdkafka asks for the next.
+const UNSECURED_LIFETIME_S: i64 = 3600;
+
+/// A token for the brokers: the JWT, its principal, and when it expires
+/// (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    pub token: String,
+    pub principal: String,
+    pub expires_ms: i64,
+}
+
+impl TokenSource {
+    /// The token to use now.
+    pub fn token(&self) -> Result<Token, String> {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let jwt = match self {
+            TokenSource::Unsecured(principal) => {
+                let exp = now + UNSECURED_LIFETIME_S;
+                let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#);
+                let claims = serde_json::json!({"sub": principal, "iat": now, "exp": exp});
+                let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+                return Ok(Token {
+                    token: format!("{header}.{payload}."),
+                    principal: principal.clone(),
+                    expires_ms: exp * 1000,
+                });
+            }
+            TokenSource::Env(variable) => std::env::var(variable)
+                .map_err(|_| format!("oauthbearer_token_env names {variable}, which is not set"))?,
+            TokenSource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "oauthbearer_token_file {} cannot be read: {}",
+                    path.display(),
+                    e.kind()
+                )
+            })?,
+        };
+        let jwt = jwt.trim().to_string();
+        let claims = jwt
+            .split('.')
+            .nth(1)
+            .and_then(|payload| URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok())
+            .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+            .ok_or("the OAUTHBEARER token is not a JWT (header.claims.signature)")?;
+        let principal = claims["sub"]
+            .as_str()
+            .ok_or("the OAUTHBEARER token has no \"sub\" claim")?
+            .to_string();
+        let exp = claims["exp"]
+            .as_i64()
+            .ok_or("the OAUTHBEARER token has no \"exp\" claim")?;
+        if exp <= now {
+            return Err(format!("the OAUTHBEARER token expired {} s ago", now - exp));
+        }
+        Ok(Token {
+            token: jwt,
+            principal,
+            expires_ms: exp * 1000,
+        })
+    }
 }
 
 const PROTOCOLS: [&str; 4] = ["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"];
@@ -138,17 +216,38 @@ impl SecurityConfig {
         }
     }
 
+    /// Where the OAUTHBEARER token comes from, if that is the mechanism.
+    pub fn token_source(&self) -> Option<TokenSource> {
+        if self.mechanism().as_deref() != Some("OAUTHBEARER") {
+            return None;
+        }
+        match (
+            &self.oauthbearer_principal,
+            &self.oauthbearer_token_env,
+            &self.oauthbearer_token_file,
+        ) {
+            (Some(principal), None, None) => Some(TokenSource::Unsecured(principal.clone())),
+            (None, Some(variable), None) => Some(TokenSource::Env(variable.clone())),
+            (None, None, Some(path)) => Some(TokenSource::File(path.clone())),
+            _ => None,
+        }
+    }
+
     fn resolve_sasl(&self, mechanism: &str, settings: &mut Settings, problems: &mut Vec<String>) {
         if mechanism == "OAUTHBEARER" {
-            match &self.oauthbearer_principal {
-                Some(principal) => {
-                    settings.push(("enable.sasl.oauthbearer.unsecure.jwt", "true".into()));
-                    settings.push(("sasl.oauthbearer.config", format!("principal={principal}")));
+            // eddy hands librdkafka the token itself (the clients' refresh
+            // callback); here it is only checked.
+            match self.token_source() {
+                Some(source) => {
+                    if let Err(why) = source.token() {
+                        problems.push(format!("[kafka.security] {why}"));
+                    }
                 }
                 None => problems.push(
-                    "[kafka.security] mechanism \"OAUTHBEARER\" needs oauthbearer_principal \
-                     (the unsecured token of development clusters; a token service is not \
-                     supported yet)"
+                    "[kafka.security] mechanism \"OAUTHBEARER\" needs one of \
+                     oauthbearer_token_env, oauthbearer_token_file (a JWT) or \
+                     oauthbearer_principal (an unsecured token, for development clusters); \
+                     a token service (OIDC) is not supported yet"
                         .to_string(),
                 ),
             }
@@ -301,6 +400,34 @@ mod tests {
     }
 
     #[test]
+    fn an_unsecured_token_names_its_principal_and_a_file_token_is_read_for_its_claims() {
+        let config = parse(
+            "protocol = \"sasl_ssl\"\nmechanism = \"OAUTHBEARER\"\n\
+             oauthbearer_principal = \"eddy\"\n",
+        );
+        let unsecured = config
+            .token_source()
+            .expect("a source")
+            .token()
+            .expect("a token");
+        assert_eq!(unsecured.principal, "eddy");
+        assert!(
+            unsecured.token.ends_with('.'),
+            "no signature: {}",
+            unsecured.token
+        );
+        // That token, from a file, is read back for its claims.
+        let path = std::env::temp_dir().join(format!("eddy-token-test-{}", std::process::id()));
+        std::fs::write(&path, format!("{}\n", unsecured.token)).unwrap();
+        let from_file = TokenSource::File(path.clone()).token().expect("a token");
+        assert_eq!(from_file, unsecured);
+        std::fs::write(&path, "not a jwt").unwrap();
+        let refused = TokenSource::File(path.clone()).token().unwrap_err();
+        assert!(refused.contains("not a JWT"), "{refused}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
     fn settings_that_contradict_each_other_are_refused() {
         let cases = [
             ("protocol = \"sasl_ssl\"\n", "needs a mechanism"),
@@ -320,7 +447,12 @@ mod tests {
             ),
             (
                 "protocol = \"sasl_ssl\"\nmechanism = \"OAUTHBEARER\"\n",
-                "needs oauthbearer_principal",
+                "needs one of oauthbearer_token_env",
+            ),
+            (
+                "protocol = \"sasl_ssl\"\nmechanism = \"OAUTHBEARER\"\n\
+                 oauthbearer_token_env = \"EDDY_TEST_SURELY_UNSET_TOKEN\"\n",
+                "EDDY_TEST_SURELY_UNSET_TOKEN, which is not set",
             ),
         ];
         for (text, expected) in cases {

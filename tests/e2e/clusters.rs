@@ -268,6 +268,34 @@ impl Work {
     }
 }
 
+/// An unsecured JWT (`"alg": "none"`, no signature) for `subject`, valid
+/// for ten minutes: what Kafka's default OAUTHBEARER validator accepts.
+fn unsecured_jwt(subject: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let header = base64url(br#"{"alg":"none"}"#);
+    let claims = json!({"sub": subject, "iat": now, "exp": now + 600}).to_string();
+    format!("{header}.{}.", base64url(claims.as_bytes()))
+}
+
+/// Base64url without padding (RFC 4648 §5), as JWTs write it.
+fn base64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
 /// Waits for `needle` in eddy's log, then asks `/readyz`: 503, saying so.
 fn assert_refused_and_said(eddy: &Eddy, needle: &str) {
     assert!(
@@ -319,6 +347,29 @@ fn sasl_scram_sasl_plain_and_mutual_tls_work_and_refusals_are_said() {
     );
     let mut eddy = work.eddy(&secured.sasl_ssl, &plain, &[]);
     work.assert_done(&eddy, &plain);
+    eddy.stop();
+
+    // SASL_SSL with OAUTHBEARER: a JWT from a file (the broker validates
+    // unsecured tokens), then an unsecured token eddy makes for a principal.
+    let work = Work::new();
+    let token_file = std::env::temp_dir().join(unique("eddy-token"));
+    std::fs::write(&token_file, unsecured_jwt("eddy")).expect("token file");
+    let from_file = format!(
+        "protocol = \"sasl_ssl\"\nmechanism = \"OAUTHBEARER\"\n\
+         oauthbearer_token_file = {:?}\nca_file = {ca:?}\n",
+        token_file.display().to_string()
+    );
+    let mut eddy = work.eddy(&secured.sasl_ssl, &from_file, &[]);
+    work.assert_done(&eddy, &from_file);
+    eddy.stop();
+    let _ = std::fs::remove_file(&token_file);
+    let work = Work::new();
+    let unsecured = format!(
+        "protocol = \"sasl_ssl\"\nmechanism = \"OAUTHBEARER\"\n\
+         oauthbearer_principal = \"eddy\"\nca_file = {ca:?}\n"
+    );
+    let mut eddy = work.eddy(&secured.sasl_ssl, &unsecured, &[]);
+    work.assert_done(&eddy, &unsecured);
     eddy.stop();
 
     // Mutual TLS; first with a CA that did not sign the broker's

@@ -1,8 +1,9 @@
 //! A real Apache Kafka broker for development and tests: KRaft, one node
 //! that is both broker and controller, on 127.0.0.1:9092 (PLAINTEXT), with
 //! two more listeners for clusters that want security: SASL_SSL on
-//! 127.0.0.1:9094 (SCRAM-SHA-512 user `eddy`, PLAIN user `apikey`) and SSL
-//! with client certificates required on 127.0.0.1:9095.
+//! 127.0.0.1:9094 (SCRAM-SHA-512 user `eddy`, PLAIN user `apikey`, and
+//! OAUTHBEARER with Kafka's unsecured-token validator) and SSL with client
+//! certificates required on 127.0.0.1:9095.
 //!
 //! The jars come from Maven Central through `xtask/kafka/pom.xml` (cached in
 //! `~/.m2` and copied to `target/kafka/libs`); the data lives in
@@ -232,7 +233,8 @@ advertised.listeners=PLAINTEXT://{BOOTSTRAP},SASL_SSL://{SASL_SSL},SSL://{SSL}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
-sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN,OAUTHBEARER
+listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required unsecuredLoginStringClaim_sub=\"broker\";
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_apikey=\"{plain}\";
 listener.name.ssl.ssl.client.auth=required

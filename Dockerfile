@@ -1,6 +1,10 @@
 # eddy as a container: plugins and config are mounted volumes.
 #   docker build -t eddy .
 #   docker run -v $PWD/plugins-out:/plugins -v $PWD/config:/config eddy
+# A secured cluster's password or certificates: mount them read-only and
+# name them in [kafka.security], e.g. password_file = "/run/secrets/kafka"
+# with -v $PWD/kafka-password:/run/secrets/kafka:ro (or password_env and
+# -e KAFKA_SASL_PASSWORD).
 # Not built on the machines this repository is developed on (no Docker
 # engine there); its instructions are linted by the tests.
 

@@ -141,31 +141,24 @@ pub async fn write(
     let mut round: u32 = 0;
     // What the topic will not take is left out, in this order, each said in
     // a header: the value, the key, the record's own headers.
-    let (mut value, mut key, mut own_headers) = (record.payload(), record.key(), true);
-    let mut omitted: Vec<(&str, String)> = Vec::new();
+    let mut kept = Kept::all_of(record, at);
     let (in_transaction, mut answers, omit) = match durability {
         Durability::Acknowledged => (false, None, 0),
         Durability::InTransaction { answers, omit } => (true, Some(answers), omit),
     };
     for _ in 0..omit {
-        if !leave_out(
-            record,
-            &at,
-            &mut value,
-            &mut key,
-            &mut own_headers,
-            &mut omitted,
-        ) {
+        if !kept.leave_out_next() {
             break;
         }
     }
     loop {
-        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
-            .headers(dead_letter_headers(record, own_headers, &ours, &omitted));
-        if let Some(key) = key {
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(
+            dead_letter_headers(record, kept.own_headers, &ours, &kept.omitted),
+        );
+        if let Some(key) = kept.key {
             out = out.key(key);
         }
-        if let Some(value) = value {
+        if let Some(value) = kept.value {
             out = out.payload(value);
         }
         let sent = if let Some(answers) = answers.as_deref_mut() {
@@ -201,16 +194,7 @@ pub async fn write(
             ),
             Err(_) => false,
         };
-        if !(too_large
-            && leave_out(
-                record,
-                &at,
-                &mut value,
-                &mut key,
-                &mut own_headers,
-                &mut omitted,
-            ))
-        {
+        if !(too_large && kept.leave_out_next()) {
             if in_transaction {
                 tracing::error!(
                     dead_letter_topic = topic,
@@ -234,7 +218,7 @@ pub async fn write(
         tracing::warn!(
             dead_letter_topic = topic,
             "the dead-letter record is too large for its topic; {}",
-            omitted.last().map_or("", |(name, _)| name)
+            kept.omitted.last().map_or("", |(name, _)| name)
         );
     }
 }
@@ -252,31 +236,52 @@ pub enum Durability<'a> {
     },
 }
 
-/// Leaves the next part of `record` out of its dead letter, in this order:
-/// the value, the key, the record's own headers; says so in `omitted`.
-/// `false` when nothing is left to leave out.
-fn leave_out<'r>(
-    record: &OwnedMessage,
-    at: &str,
-    value: &mut Option<&'r [u8]>,
-    key: &mut Option<&'r [u8]>,
-    own_headers: &mut bool,
-    omitted: &mut Vec<(&str, String)>,
-) -> bool {
-    if let Some(left_out) = value.take() {
-        omitted.push(("eddy-value-omitted", omission(left_out.len(), at)));
-    } else if let Some(left_out) = key.take() {
-        omitted.push(("eddy-key-omitted", omission(left_out.len(), at)));
-    } else if *own_headers && record.headers().is_some() {
-        *own_headers = false;
-        omitted.push((
-            "eddy-headers-omitted",
-            format!("too large for this topic; the originals are at {at}"),
-        ));
-    } else {
-        return false;
+/// What of a record its dead letter carries: less each time the topic
+/// refuses it as too large.
+struct Kept<'r> {
+    record: &'r OwnedMessage,
+    /// Where the original is, for the `eddy-*-omitted` headers.
+    at: String,
+    value: Option<&'r [u8]>,
+    key: Option<&'r [u8]>,
+    own_headers: bool,
+    /// The `eddy-*-omitted` headers saying what was left out.
+    omitted: Vec<(&'static str, String)>,
+}
+
+impl<'r> Kept<'r> {
+    fn all_of(record: &'r OwnedMessage, at: String) -> Kept<'r> {
+        Kept {
+            record,
+            at,
+            value: record.payload(),
+            key: record.key(),
+            own_headers: true,
+            omitted: Vec::new(),
+        }
     }
-    true
+
+    /// Leaves the next part out, in this order: the value, the key, the
+    /// record's own headers; says so in `omitted`. `false` when nothing is
+    /// left to leave out.
+    fn leave_out_next(&mut self) -> bool {
+        if let Some(left_out) = self.value.take() {
+            let text = omission(left_out.len(), &self.at);
+            self.omitted.push(("eddy-value-omitted", text));
+        } else if let Some(left_out) = self.key.take() {
+            let text = omission(left_out.len(), &self.at);
+            self.omitted.push(("eddy-key-omitted", text));
+        } else if self.own_headers && self.record.headers().is_some() {
+            self.own_headers = false;
+            self.omitted.push((
+                "eddy-headers-omitted",
+                format!("too large for this topic; the originals are at {}", self.at),
+            ));
+        } else {
+            return false;
+        }
+        true
+    }
 }
 
 /// The `eddy-*-omitted` header's text.

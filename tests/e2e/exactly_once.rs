@@ -51,6 +51,27 @@ fn wait_until_finished(group: &str, topic: &str, at_least: i64) {
     }
 }
 
+/// Produces `total` events to `topic`, 100 every 200 ms; event `n` has id
+/// `<prefix>-<n>`, key `key-<n % 64>` and data `data(n)`.
+fn paced_events(
+    topic: &str,
+    prefix: &str,
+    total: usize,
+    data: impl Fn(usize) -> serde_json::Value,
+) {
+    let producer = producer_for(&bootstrap());
+    for n in 0..total {
+        let key = format!("key-{}", n % 64);
+        let id = format!("{prefix}-{n}");
+        producer.send_json(topic, &key, &seed_event(&id, "load.event", &key, data(n)));
+        if n % 100 == 99 {
+            producer.flush();
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+    producer.flush();
+}
+
 #[test]
 fn kill_9_mid_stream_repeats_nothing() {
     let (topic, out, group) = (unique("eos.kill"), unique("eos.kill.out"), unique("g"));
@@ -95,22 +116,13 @@ fn a_dead_letter_is_written_once_across_a_kill() {
     let producing = {
         let topic = topic.clone();
         thread::spawn(move || {
-            let producer = producer_for(&bootstrap());
-            for n in 0..TOTAL {
-                let key = format!("key-{}", n % 64);
-                let data = if n % 10 == 0 {
+            paced_events(&topic, "dlq", TOTAL, |n| {
+                if n % 10 == 0 {
                     json!({"seq": n, "fail_attempts": 99})
                 } else {
                     json!({"seq": n})
-                };
-                let id = format!("dlq-{n}");
-                producer.send_json(&topic, &key, &seed_event(&id, "load.event", &key, data));
-                if n % 100 == 99 {
-                    producer.flush();
-                    thread::sleep(Duration::from_millis(200));
                 }
-            }
-            producer.flush();
+            })
         })
     };
     wait_until_finished(&group, &topic, 800);
@@ -379,22 +391,13 @@ fn a_follow_up_the_broker_refuses_is_dead_lettered_and_eddy_goes_on() {
     let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
     // 2,000 events over 4 s; every hundredth asks for a padded answer.
     const TOTAL: usize = 2_000;
-    let producer = producer_for(&bootstrap());
-    for n in 0..TOTAL {
-        let key = format!("key-{}", n % 64);
-        let data = if n % 100 == 50 {
+    paced_events(&topic, "refused", TOTAL, |n| {
+        if n % 100 == 50 {
             json!({"seq": n, "pad": 100_000})
         } else {
             json!({"seq": n})
-        };
-        let id = format!("refused-{n}");
-        producer.send_json(&topic, &key, &seed_event(&id, "load.event", &key, data));
-        if n % 100 == 99 {
-            producer.flush();
-            thread::sleep(Duration::from_millis(200));
         }
-    }
-    producer.flush();
+    });
     let dead = dead_letters(&topic, TOTAL / 100);
     let mut dead_ids: Vec<String> = dead
         .iter()

@@ -146,9 +146,20 @@ fn ensure_tls() -> anyhow::Result<PathBuf> {
     println!("xtask: making test certificates in {}", dir.display());
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
-    let openssl = |args: &[&str]| {
-        run_command(Command::new("openssl").args(args).current_dir(&dir))
-            .context("cannot run openssl (Debian package openssl)")
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .context("cannot run openssl (Debian package openssl)")?;
+        if !out.status.success() {
+            bail!(
+                "openssl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     };
     for ca in ["ca", "other-ca"] {
         openssl(&[

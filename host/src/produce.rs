@@ -33,6 +33,8 @@ use crate::text::OneLine;
 /// milliseconds on a healthy broker.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(1);
 const QUEUE_FULL_MAX_WAIT: Duration = Duration::from_millis(50);
+/// How long the queue stays full before the wait is said in the log.
+const QUEUE_FULL_SAY: Duration = Duration::from_secs(10);
 
 /// Why follow-ups were not all taken.
 #[derive(Debug)]
@@ -309,12 +311,24 @@ async fn enqueue(
         record = record.key(key);
     }
     let mut full_wait = QUEUE_FULL_WAIT;
+    let mut full_since = None;
+    let mut said = false;
     let mut refusals: u32 = 0;
     loop {
         match producer.send_result(record) {
             Ok(ack) => return Ok(ack),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
+                let since = *full_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= QUEUE_FULL_SAY && !said {
+                    said = true;
+                    tracing::warn!(
+                        topic = %follow_up.topic,
+                        "the producer's queue has been full for {:?}: the brokers take \
+                         nothing; this partition waits",
+                        since.elapsed()
+                    );
+                }
                 pause(token, full_wait).await?;
                 full_wait = (full_wait * 2).min(QUEUE_FULL_MAX_WAIT);
             }

@@ -52,6 +52,8 @@ const COMMIT_TRIES: u32 = 3;
 const FLUSH_STEP: Duration = Duration::from_millis(50);
 /// Longest one try to take the `transactional.id` waits for the brokers.
 const INIT_WAIT: Duration = Duration::from_secs(5);
+/// How often a commit that waits for the gate, or for the brokers, says so.
+const GATE_SAY: Duration = Duration::from_secs(10);
 /// Longest an abort waits for the answers about what the transaction held.
 const ANSWERS_WAIT: Duration = Duration::from_secs(5);
 
@@ -424,11 +426,28 @@ impl Transactions {
     /// gate meanwhile; on failure, aborts.
     pub async fn commit(&self, metadata: impl Fn() -> Option<ConsumerGroupMetadata>, when: &str) {
         let done = {
-            let _gate = self.gate.write().await;
+            let _gate = self.gate_for_commit().await;
             tokio::task::block_in_place(|| self.commit_held(metadata(), when))
         };
         // What the transaction held is let go of outside the gate.
         drop(done);
+    }
+
+    /// The gate for writing, saying so every [`GATE_SAY`] while workers
+    /// keep writing into the transaction: a commit that cannot begin holds
+    /// every partition back.
+    async fn gate_for_commit(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        let started = Instant::now();
+        let mut wait = std::pin::pin!(self.gate.write());
+        loop {
+            match tokio::time::timeout(GATE_SAY, &mut wait).await {
+                Ok(gate) => return gate,
+                Err(_) => tracing::warn!(
+                    "a commit has waited {:?} for records being written into the transaction",
+                    started.elapsed()
+                ),
+            }
+        }
     }
 
     /// [`Transactions::commit`] from a thread that may block: librdkafka's
@@ -594,8 +613,17 @@ impl Transactions {
     /// [`CALL_WAIT`] for records it holds back: so it is looked for while
     /// waiting, and ends the wait.
     fn flush(&self, staged: &mut Staged) -> Result<(), Failed> {
-        let deadline = Instant::now() + CALL_WAIT;
+        let started = Instant::now();
+        let deadline = started + CALL_WAIT;
+        let mut say = started + GATE_SAY;
         loop {
+            if Instant::now() >= say {
+                say += GATE_SAY;
+                tracing::warn!(
+                    "a commit has waited {:?} for the brokers to take the transaction's records",
+                    started.elapsed()
+                );
+            }
             match self.producer.flush(FLUSH_STEP) {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => return Err(self.explained(e)),

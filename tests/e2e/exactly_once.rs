@@ -364,7 +364,15 @@ fn a_broker_outage_mid_stream_loses_and_repeats_nothing() {
         "exactly-once, eddy started before the broker, then the broker stopped for 5 s \
          mid-stream ({aborted} transactions aborted and rewound): {verdict}"
     );
-    assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
+    // Seen twice in about twenty runs under load (not yet understood): eddy
+    // handles nothing after the broker is back. The stacks say where it
+    // waits.
+    assert!(
+        verdict.lost.is_empty(),
+        "{verdict}; log:\n{}\nstacks:\n{}",
+        eddy.log(),
+        eddy.stacks()
+    );
     assert!(verdict.duplicated.is_empty(), "{verdict}");
     assert!(verdict.out_of_order.is_empty(), "{verdict}");
     assert!(eddy.is_running(), "log:\n{}", eddy.log());

@@ -142,9 +142,13 @@ pub async fn write(
     // What the topic will not take is left out, in this order, each said in
     // a header: the value, the key, the record's own headers.
     let mut kept = Kept::all_of(record, at);
-    let (in_transaction, mut answers, omit) = match durability {
-        Durability::Acknowledged => (false, None, 0),
-        Durability::InTransaction { answers, omit } => (true, Some(answers), omit),
+    let (mut refused, mut answers, omit) = match durability {
+        Durability::Acknowledged => (None, None, 0),
+        Durability::InTransaction {
+            answers,
+            omit,
+            refused,
+        } => (Some(refused), Some(answers), omit),
     };
     for _ in 0..omit {
         if !kept.leave_out_next() {
@@ -195,7 +199,14 @@ pub async fn write(
             Err(_) => false,
         };
         if !(too_large && kept.leave_out_next()) {
-            if in_transaction {
+            if let Some(refused) = refused.as_deref_mut() {
+                // Refused for good (no such topic, not allowed), or the
+                // producer takes nothing more into this transaction, which
+                // is no fault of this dead letter's.
+                *refused = matches!(
+                    &sent,
+                    Err(KafkaError::MessageProduction(code)) if crate::produce::permanent(*code)
+                );
                 tracing::error!(
                     dead_letter_topic = topic,
                     "the dead-letter record cannot join the transaction: {}",
@@ -229,10 +240,13 @@ pub enum Durability<'a> {
     Acknowledged,
     /// It is written into the open transaction. Its answer goes to
     /// `answers`, and `omit` parts of the record are left out from the
-    /// start: a dead letter of this record was refused before.
+    /// start: a dead letter of this record was refused before. If it cannot
+    /// join the transaction, `refused` says whether Kafka refused it for
+    /// good (rather than the transaction having failed).
     InTransaction {
         answers: &'a mut Vec<DeliveryFuture>,
         omit: u32,
+        refused: &'a mut bool,
     },
 }
 

@@ -506,15 +506,26 @@ async fn write_effects(
                 attempts,
             } => (topic, error, attempts),
         };
+        let mut refused = false;
         let durability = dead_letter::Durability::InTransaction {
             answers: &mut written.dead_letters,
             omit,
+            refused: &mut refused,
         };
-        dead_letter::write(
+        let written = dead_letter::write(
             producer, token, record, &topic, &error, attempts, durability,
         )
-        .await
-        .map_err(|Cancelled| Spoilt::DeadLetter(topic))?;
+        .await;
+        if written.is_err() {
+            // Only a dead letter Kafka refused is this record's to remember.
+            return Err(if refused {
+                Spoilt::DeadLetter(topic)
+            } else if token.is_cancelled() {
+                Spoilt::Stopped
+            } else {
+                Spoilt::Producer("the dead letter could not join the transaction".to_string())
+            });
+        }
     }
     Ok(())
 }

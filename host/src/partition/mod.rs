@@ -19,6 +19,7 @@
 //!   away before the partition's offsets are committed and it moves on;
 //! - records of a partition not assigned to this process start no worker.
 
+mod in_transaction;
 mod ledger;
 mod worker;
 

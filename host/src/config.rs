@@ -189,6 +189,10 @@ pub struct PluginSettings {
     /// Values the plugin reads with `config.get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Any topic may be published to, whatever `publish_to` says: only
+    /// `eddy test` without a config sets it; no file can.
+    #[serde(skip)]
+    pub publish_to_any: bool,
 }
 
 impl Default for PluginSettings {
@@ -203,6 +207,7 @@ impl Default for PluginSettings {
             max_follow_up_bytes: default_max_follow_up_bytes(),
             events_per_instance: default_events_per_instance(),
             config: BTreeMap::new(),
+            publish_to_any: false,
         }
     }
 }

@@ -120,18 +120,7 @@ pub async fn write(
         "event dead-lettered: {}",
         OneLine(&error.to_string())
     );
-    let reason = error.to_string();
-    let partition = record.partition().to_string();
-    let offset = record.offset().to_string();
-    let attempts = attempts.to_string();
-    let ours = [
-        ("eddy-error", reason.as_str()),
-        ("eddy-plugin", error.plugin().unwrap_or("")),
-        ("eddy-original-topic", record.topic()),
-        ("eddy-original-partition", &partition),
-        ("eddy-original-offset", &offset),
-        ("eddy-attempts", &attempts),
-    ];
+    let ours = eddy_headers(record, error, attempts);
     let at = format!(
         "{}/{}/{}",
         record.topic(),
@@ -303,6 +292,29 @@ fn omission(size: usize, at: &str) -> String {
     format!("{size} bytes, too large for this topic; the original is at {at}")
 }
 
+/// eddy's own headers on a dead letter of `record`: why, which plugin,
+/// where the original is, after how many attempts.
+fn eddy_headers(
+    record: &OwnedMessage,
+    error: &RecordError,
+    attempts: u32,
+) -> [(&'static str, String); 6] {
+    [
+        ("eddy-error", error.to_string()),
+        ("eddy-plugin", error.plugin().unwrap_or("").to_string()),
+        ("eddy-original-topic", record.topic().to_string()),
+        ("eddy-original-partition", record.partition().to_string()),
+        ("eddy-original-offset", record.offset().to_string()),
+        ("eddy-attempts", attempts.to_string()),
+    ]
+}
+
+/// The headers of `record`'s dead letter when its topic takes it whole:
+/// what `eddy test` shows.
+pub fn headers_of(record: &OwnedMessage, error: &RecordError, attempts: u32) -> OwnedHeaders {
+    dead_letter_headers(record, true, &eddy_headers(record, error, attempts), &[])
+}
+
 /// A dead letter's headers: the record's own (unless left out), as bytes (a
 /// name need not be UTF-8), but not its `eddy-*` ones: a record could forge
 /// `eddy-original-topic` and mislead whoever redrives the dead letters.
@@ -310,7 +322,7 @@ fn omission(size: usize, at: &str) -> String {
 fn dead_letter_headers(
     record: &OwnedMessage,
     own: bool,
-    ours: &[(&str, &str)],
+    ours: &[(&str, String)],
     omitted: &[(&str, String)],
 ) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
@@ -321,11 +333,7 @@ fn dead_letter_headers(
             }
         }
     }
-    for (name, value) in ours
-        .iter()
-        .copied()
-        .chain(omitted.iter().map(|(n, v)| (*n, v.as_str())))
-    {
+    for (name, value) in ours.iter().chain(omitted) {
         headers = headers.insert(Header {
             key: name,
             value: Some(value),

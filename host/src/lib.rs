@@ -36,6 +36,8 @@
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
+//! - [`offline`]: `eddy test`, a plugin run on a file of events without
+//!   Kafka, through the same path as `eddy run`;
 //! - `bindings`: host bindings of the WIT world in `wit/`.
 
 mod app;
@@ -52,6 +54,7 @@ pub mod http;
 mod kafka;
 mod limits;
 pub mod metrics;
+pub mod offline;
 mod output;
 mod partition;
 pub mod plugins;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use eddy_host::{Config, http, plugins, runtime::Runtime, scaffold};
+use eddy_host::{Config, http, offline, plugins, runtime::Runtime, scaffold};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +29,34 @@ enum Command {
         #[arg(long, default_value = "eddy.toml")]
         config: PathBuf,
     },
+    /// Run a plugin on a file of events, without Kafka, and print what it
+    /// would have sent (follow-ups, dead letters) as JSON lines, or compare
+    /// that with an expected file.
+    Test {
+        /// The plugin's .wasm file.
+        plugin: PathBuf,
+        /// One event per line: a record {"topic", "partition", "offset",
+        /// "key", "headers", "value"} or an event envelope.
+        #[arg(long)]
+        events: PathBuf,
+        /// Route, limit and allow-list as this eddy.toml does; without it
+        /// every event goes to the plugin, which may publish anywhere.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The plugin's name in eddy.toml (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Topic of bare envelopes and records without one (default: the
+        /// first topic routed to the plugin, else "events").
+        #[arg(long)]
+        topic: Option<String>,
+        /// Compare with this file of effects; exit 1 if they differ.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// Write what the plugin did to the --expect file instead.
+        #[arg(long)]
+        update: bool,
+    },
     /// Create a plugin crate NAME (Cargo.toml, a handler, a native test).
     New {
         name: String,
@@ -51,17 +79,40 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
+    // `eddy test` prints effects on stdout; its stderr carries the
+    // plugin's own log lines and what went wrong, not the host's chatter.
+    init_logging(match cli.command {
+        Command::Test { .. } => "warn,eddy::guest=info",
+        _ => "info",
+    });
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::Test {
+            plugin,
+            events,
+            config,
+            name,
+            topic,
+            expect,
+            update,
+        } => test(offline::Options {
+            plugin,
+            name,
+            events,
+            config,
+            topic,
+            expect,
+            update,
+        }),
         Command::New { name, dir, sdk } => {
             let sdk = sdk.unwrap_or_else(scaffold::default_sdk_path);
             scaffold::new_plugin(&dir, &name, &sdk).map(|root| {
                 println!("created plugin crate {}", root.display());
                 println!("  cd {} && cargo test", root.display());
                 println!("  cargo build --target wasm32-wasip2 --release");
+                println!("  then test the .wasm with `eddy test` (its README says how)");
                 ExitCode::SUCCESS
             })
         }
@@ -104,6 +155,45 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
     }
 }
 
+fn test(options: offline::Options) -> anyhow::Result<ExitCode> {
+    let report = offline::run(&options)?;
+    let mut code = ExitCode::SUCCESS;
+    match &options.expect {
+        None => {
+            for effect in &report.effects {
+                println!("{}", serde_json::to_string(effect)?);
+            }
+        }
+        Some(path) if options.update => {
+            println!(
+                "wrote {} effects to {}",
+                report.effects.len(),
+                path.display()
+            );
+        }
+        Some(path) if report.differences.is_empty() => {
+            println!(
+                "{}: all {} effects match",
+                path.display(),
+                report.effects.len()
+            );
+        }
+        Some(path) => {
+            for difference in &report.differences {
+                println!("{difference}");
+            }
+            println!(
+                "{}: {} differences; to accept what the plugin does now, run again with --update",
+                path.display(),
+                report.differences.len()
+            );
+            code = ExitCode::FAILURE;
+        }
+    }
+    eprintln!("{}", report.summary);
+    Ok(code)
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = match signal(SignalKind::terminate()) {
@@ -120,9 +210,9 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -129,7 +129,7 @@ pub async fn produce(
     follow_ups: Vec<FollowUp>,
     sent: &mut Vec<Sent>,
 ) -> Result<(), NotTaken> {
-    let hops = headers::hops(cause.headers()).saturating_add(1);
+    let hops = hops_after(cause);
     for follow_up in follow_ups {
         let ack = Ack::Waiting(enqueue(producer, token, &follow_up, plugin, hops).await?);
         sent.push(Sent {
@@ -392,8 +392,13 @@ fn outcome(
     }
 }
 
+/// How deep a follow-up of `cause` is: one hop more than `cause`.
+pub fn hops_after(cause: &OwnedMessage) -> u32 {
+    headers::hops(cause.headers()).saturating_add(1)
+}
+
 /// The headers every follow-up of `plugin` carries.
-fn follow_up_headers(plugin: &Plugin, hops: u32) -> OwnedHeaders {
+pub fn follow_up_headers(plugin: &Plugin, hops: u32) -> OwnedHeaders {
     OwnedHeaders::new_with_capacity(4)
         .insert(Header {
             key: "content-type",

@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::app::Pipeline;
 use crate::bindings::{Delivery, Event};
+use crate::config::PluginSettings;
 use crate::dead_letter::{self, RecordError};
 use crate::dispatch::Ran;
 use crate::metrics::{self, Tally};
@@ -31,6 +32,23 @@ pub fn backoff(n: u32) -> Duration {
     let exponential = BASE_BACKOFF.saturating_mul(1 << n.saturating_sub(1).min(16));
     let capped = exponential.min(MAX_BACKOFF);
     capped.mul_f64(rand::rng().random_range(0.75..=1.25))
+}
+
+/// Whether a plugin whose attempt `attempt` (1-based) failed with
+/// `failure` is tried again, or the record dead-lettered.
+pub fn retries(failure: &Failure, attempt: u32, settings: &PluginSettings) -> bool {
+    failure.retryable() && attempt <= settings.max_retries
+}
+
+/// What a plugin is told of `record` on its attempt `attempt`.
+pub fn delivery(record: &OwnedMessage, attempt: u32) -> Delivery {
+    Delivery {
+        topic: record.topic().to_string(),
+        partition: record.partition(),
+        offset: record.offset(),
+        key: record.key().map(<[u8]>::to_vec),
+        attempt,
+    }
 }
 
 /// What handling a record leaves to write to Kafka.
@@ -175,13 +193,7 @@ async fn deliver(
         let outcome = match first.take() {
             Some(failure) => Outcome::Failed(failure),
             None => {
-                let delivery = Delivery {
-                    topic: record.topic().to_string(),
-                    partition: record.partition(),
-                    offset: record.offset(),
-                    key: record.key().map(<[u8]>::to_vec),
-                    attempt,
-                };
+                let delivery = delivery(record, attempt);
                 let (runtime, plugin, settings, event) = (
                     pipeline.runtime.clone(),
                     loaded.clone(),
@@ -247,7 +259,7 @@ async fn deliver(
                 tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
                 return Ok(());
             }
-            Outcome::Failed(failure) if failure.retryable() && attempt <= settings.max_retries => {
+            Outcome::Failed(failure) if retries(&failure, attempt, &settings) => {
                 let delay = backoff(attempt);
                 metrics::handler_failed(plugin, &loaded.hash, failure.kind.as_str());
                 metrics::retried(plugin, record.topic(), failure.kind.as_str());

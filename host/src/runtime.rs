@@ -274,6 +274,11 @@ impl Runtime {
     pub fn load_file(&self, path: &Path, bytes: &[u8]) -> wasmtime::Result<Plugin> {
         let name = plugin_name(path)
             .with_context(|| format!("{} has no usable file name", path.display()))?;
+        self.load_as(name, path, bytes)
+    }
+
+    /// Loads the contents of `path` as the plugin `name`.
+    pub fn load_as(&self, name: &str, path: &Path, bytes: &[u8]) -> wasmtime::Result<Plugin> {
         self.load(name, bytes)
             .with_context(|| format!("plugin {name} ({}) refused", path.display()))
     }
@@ -593,7 +598,7 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
         key: Option<String>,
         mut event: Event,
     ) -> Result<(), PublishError> {
-        if !self.settings.publish_to.contains(&topic) {
+        if !self.settings.publish_to_any && !self.settings.publish_to.contains(&topic) {
             tracing::warn!(plugin = %self.plugin, topic, "publish refused: topic not in publish_to");
             return Err(PublishError::NotAllowed(format!(
                 "topic {topic:?} is not in publish_to of plugin {}",

@@ -43,6 +43,8 @@ pub fn new_plugin(dir: &Path, name: &str, sdk: &Path) -> anyhow::Result<PathBuf>
         ("src/lib.rs", LIB_RS),
         ("README.md", README_MD),
         (".gitignore", "target/\n"),
+        ("tests/events.jsonl", EVENTS_JSONL),
+        ("tests/expected.jsonl", EXPECTED_JSONL),
     ];
     for (file, template) in files {
         let path = root.join(file);
@@ -129,7 +131,27 @@ An eddy plugin.
 
 - Test: `cargo test`
 - Build: `cargo build --target wasm32-wasip2 --release` (once: `rustup target add wasm32-wasip2`)
+- Test the built `.wasm` in eddy's own sandbox, no Kafka needed (`tests/events.jsonl` holds the
+  events, `tests/expected.jsonl` what eddy would send for them):
+
+  ```sh
+  cargo build --target wasm32-wasip2 --release && eddy test target/wasm32-wasip2/release/{crate_name}.wasm --name {name} --events tests/events.jsonl --expect tests/expected.jsonl
+  ```
+
+  Add `--config eddy.toml` to route, limit and allow-list as your deployment does; `--update`
+  accepts what the plugin does now.
 - Deploy: copy `target/wasm32-wasip2/release/{crate_name}.wasm` to eddy's plugin folder as
   `{name}.wasm`, route events to `{name}` in `eddy.toml` and allow its topic:
   `[plugin.{name}] publish_to = ["{name}.out"]`.
+"#;
+
+/// Events for `eddy test`: one the handler answers, one it rejects.
+const EVENTS_JSONL: &str = r#"{"event_id": "0192f0c4-0000-7000-8000-000000000001", "event_type": "thing.happened", "timestamp": "2026-11-30T09:00:00Z", "service_name": "tests", "version": "1.0", "data": {"id": "42"}}
+{"event_id": "0192f0c4-0000-7000-8000-000000000002", "event_type": "thing.happened", "timestamp": "2026-11-30T09:01:00Z", "service_name": "tests", "version": "1.0", "data": {}}
+"#;
+
+/// What `eddy test` prints for [`EVENTS_JSONL`]; the follow-up's id, time
+/// and plugin version are compared by shape.
+const EXPECTED_JSONL: &str = r#"{"effect":"follow-up","line":1,"topic":"{name}.out","key":"42","headers":{"content-type":"application/json","eddy-hops":"1","eddy-plugin":"{name}","eddy-plugin-version":"d409f865cb37"},"value":{"causation_id":"0192f0c4-0000-7000-8000-000000000001","correlation_id":"0192f0c4-0000-7000-8000-000000000001","data":{"id":"42","source_event":"thing.happened"},"event_id":"01a22d60-8de5-76bf-98aa-61060cb6098d","event_type":"{name}.handled","metadata":{},"service_name":"{name}","timestamp":"2026-11-30T16:53:52.229017084Z","version":"1.0"}}
+{"effect":"dead-letter","line":2,"topic":"events.dlq","key":null,"headers":{"eddy-attempts":"1","eddy-error":"reject: data of thing.happened 0192f0c4-0000-7000-8000-000000000002 does not have the expected shape: missing field `id` at line 1 column 2","eddy-original-offset":"1","eddy-original-partition":"0","eddy-original-topic":"events","eddy-plugin":"{name}"},"value":{"data":{},"event_id":"0192f0c4-0000-7000-8000-000000000002","event_type":"thing.happened","service_name":"tests","timestamp":"2026-11-30T09:01:00Z","version":"1.0"}}
 "#;

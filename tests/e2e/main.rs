@@ -22,6 +22,7 @@ mod exactly_once;
 mod failures;
 mod harness;
 mod hostile;
+mod offline;
 mod operations;
 mod ownership;
 mod reload;

@@ -287,7 +287,7 @@ fn eddy_new_scaffolds_a_plugin_that_builds_and_passes_its_test() {
     let dir = std::env::temp_dir().join(unique("eddy-new"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let output = Command::new(env_path("EDDY_BIN"))
-        .args(["new", "demo", "--dir"])
+        .args(["new", "demo-plugin", "--dir"])
         .arg(&dir)
         .output()
         .expect("eddy new");
@@ -296,8 +296,14 @@ fn eddy_new_scaffolds_a_plugin_that_builds_and_passes_its_test() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let crate_dir = dir.join("demo");
-    for file in ["Cargo.toml", "src/lib.rs", "README.md"] {
+    let crate_dir = dir.join("demo-plugin");
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "README.md",
+        "tests/events.jsonl",
+        "tests/expected.jsonl",
+    ] {
         assert!(crate_dir.join(file).is_file(), "{file} was not created");
     }
     let cargo = || {
@@ -324,15 +330,43 @@ fn eddy_new_scaffolds_a_plugin_that_builds_and_passes_its_test() {
         String::from_utf8_lossy(&build.stderr)
     );
 
-    let wasm = env_path("EDDY_SCAFFOLD_TARGET_DIR").join("wasm32-wasip2/release/demo.wasm");
+    let wasm = env_path("EDDY_SCAFFOLD_TARGET_DIR").join("wasm32-wasip2/release/demo_plugin.wasm");
+
+    // The README's `eddy test` line passes as generated.
+    let readme = std::fs::read_to_string(crate_dir.join("README.md")).expect("README");
+    assert!(
+        readme
+            .contains("eddy test target/wasm32-wasip2/release/demo_plugin.wasm --name demo-plugin"),
+        "{readme}"
+    );
+    let tested = Command::new(env_path("EDDY_BIN"))
+        .current_dir(&crate_dir)
+        .arg("test")
+        .arg(&wasm)
+        .args(["--name", "demo-plugin", "--events", "tests/events.jsonl"])
+        .args(["--expect", "tests/expected.jsonl"])
+        .output()
+        .expect("eddy test");
+    assert!(
+        tested.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&tested.stdout),
+        String::from_utf8_lossy(&tested.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&tested.stdout).contains("all 2 effects match"),
+        "{}",
+        String::from_utf8_lossy(&tested.stdout)
+    );
+
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugins dir");
-    std::fs::copy(&wasm, plugins.join("demo.wasm")).expect("copy the built plugin");
+    std::fs::copy(&wasm, plugins.join("demo-plugin.wasm")).expect("copy the built plugin");
     std::fs::write(
         dir.join("eddy.toml"),
         format!(
-            "{}[[routes]]\ntopic = \"things\"\nevent_types = [\"*\"]\nplugin = \"demo\"\n\n\
-             [plugin.demo]\npublish_to = [\"demo.out\"]\n",
+            "{}[[routes]]\ntopic = \"things\"\nevent_types = [\"*\"]\nplugin = \"demo-plugin\"\n\n\
+             [plugin.demo-plugin]\npublish_to = [\"demo-plugin.out\"]\n",
             config_head("g")
         ),
     )

@@ -184,6 +184,37 @@ pub fn build_host() -> anyhow::Result<PathBuf> {
     Ok(cargo_target_dir().join("debug/eddy"))
 }
 
+/// Each example plugin on its `tests/events.jsonl`, with `eddy test` and
+/// the demo's `eddy.toml`, against its `tests/expected.jsonl`.
+fn test_example_plugins(eddy: &Path) -> anyhow::Result<()> {
+    let plugins = root().join("plugins");
+    let mut names: Vec<String> = std::fs::read_dir(&plugins)?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().join("tests/events.jsonl").is_file())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "no example plugin has tests/events.jsonl"
+    );
+    for name in names {
+        let tests = plugins.join(&name).join("tests");
+        run_command(
+            Command::new(eddy)
+                .arg("test")
+                .arg(root().join("target/plugins").join(format!("{name}.wasm")))
+                .arg("--events")
+                .arg(tests.join("events.jsonl"))
+                .arg("--expect")
+                .arg(tests.join("expected.jsonl"))
+                .arg("--config")
+                .arg(root().join("eddy.toml")),
+        )?;
+    }
+    Ok(())
+}
+
 /// `cargo xtask test`: plugins and host, the broker-free tests, then the
 /// broker, the end-to-end tests and the plugins' native tests.
 fn test() -> anyhow::Result<()> {
@@ -198,6 +229,7 @@ fn test() -> anyhow::Result<()> {
         &test_plugins.join("tagger-v2.wasm"),
     )?;
     let eddy = build_host()?;
+    test_example_plugins(&eddy)?;
     // What needs no broker runs before there is one, so it cannot lean on
     // it: unit and property tests, doc tests, the container files. Every
     // run selects the whole workspace, so the dependencies are built once,

@@ -22,6 +22,14 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let function = parse_macro_input!(item as ItemFn);
     let name = &function.sig.ident;
+    let syn::ReturnType::Type(_, output) = &function.sig.output else {
+        return syn::Error::new_spanned(
+            &function.sig,
+            "a handler returns `Result<(), eddy_sdk::HandlerError>`",
+        )
+        .to_compile_error()
+        .into();
+    };
     let call = match function.sig.inputs.len() {
         1 => quote! { #name(event) },
         2 => quote! { #name(event, delivery) },
@@ -35,8 +43,28 @@ pub fn handler(attr: TokenStream, item: TokenStream) -> TokenStream {
             .into();
         }
     };
+    // Natively, the body runs between two marks, so the test recorder drops
+    // what a failed event published, as the host does.
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = &function;
+    let wrapped = quote! {
+        #(#attrs)*
+        #vis #sig {
+            #[cfg(not(target_arch = "wasm32"))]
+            ::eddy_sdk::testing::__begin_event();
+            #[allow(clippy::redundant_closure_call)]
+            let result: #output = (move || -> #output #block)();
+            #[cfg(not(target_arch = "wasm32"))]
+            ::eddy_sdk::testing::__end_event(result.is_err());
+            result
+        }
+    };
     quote! {
-        #function
+        #wrapped
 
         #[cfg(target_arch = "wasm32")]
         const _: () = {

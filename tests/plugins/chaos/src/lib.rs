@@ -5,7 +5,8 @@
 //! `chaos.sleep-forever` sleep past any deadline, `chaos.nap` for 20 ms;
 //! `chaos.huge` publishes a follow-up of 1.2 MB, `chaos.hugekey` one with a
 //! 600 KB key; `chaos.echo` another `chaos.echo`; `chaos.logflood` writes
-//! 10,000 log lines of 8 KiB and 1 MiB to stdout, then answers.
+//! 10,000 log lines of 8 KiB and 1 MiB to stdout, then answers;
+//! `chaos.regret` publishes, then asks to be retried, every time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,6 +49,13 @@ fn handle(event: Event) -> Result<(), HandlerError> {
             Ok(())
         }
         "chaos.retry" => Err(HandlerError::retry("chaos: asked to fail transiently")),
+        // Publishes, then fails transiently every time: what it published
+        // must never be seen.
+        "chaos.regret" => {
+            let answer = Event::new("chaos.regretted").with_json(json!({"of": event.event_id}));
+            eddy_sdk::publish(&out, None, &answer)?;
+            Err(HandlerError::retry("chaos: regrets what it published"))
+        }
         // Sleeps block inside a host call, where the epoch deadline cannot
         // reach: an hour, and for ever.
         "chaos.sleep" => {

@@ -154,6 +154,18 @@ pub struct Route {
     pub plugin: String,
 }
 
+impl Route {
+    /// Every event of `topic` to `plugin`: what `eddy test` and `eddy
+    /// replay` route by when told which plugin to run.
+    pub fn everything(topic: &str, plugin: &str) -> Route {
+        Route {
+            topic: topic.to_string(),
+            event_types: vec!["*".to_string()],
+            plugin: plugin.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginSettings {

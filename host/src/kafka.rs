@@ -81,7 +81,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
 /// any client is made ([`crate::config::Config::problems`]); if it went
 /// wrong since (a variable unset meanwhile), the client connects without
 /// it and the brokers refuse it, which `/readyz` shows.
-fn secure(config: &mut ClientConfig, kafka: &KafkaConfig) {
+pub fn secure(config: &mut ClientConfig, kafka: &KafkaConfig) {
     match kafka.security.resolve() {
         Ok(settings) => {
             for (name, value) in settings {
@@ -289,6 +289,10 @@ impl ClientContext for ProducerContext {
         oauth_token(self.token.as_ref())
     }
 }
+
+/// `eddy replay` reads with the producer's context: it needs no rebalance
+/// callbacks, only the errors and the token.
+impl ConsumerContext for ProducerContext {}
 
 /// The OAUTHBEARER token librdkafka asks for (only with that mechanism).
 fn oauth_token(source: Option<&TokenSource>) -> Result<OAuthToken, Box<dyn Error>> {

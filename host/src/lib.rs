@@ -19,6 +19,8 @@
 //!   in-flight ledger that says which offset may be stored;
 //! - `dispatch`: a batch of records through the handlers, on a blocking
 //!   thread;
+//! - `direct`: one record through its plugins, retries and dead letters
+//!   included, without a worker: for `eddy test` and `eddy replay`;
 //! - `produce`: follow-ups to Kafka in order, and their acknowledgements;
 //! - `retry`: the slow way, retries with backoff or a dead letter;
 //! - `dead_letter`: why a record is dead-lettered, where, and the write;
@@ -36,6 +38,8 @@
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
+//! - [`replay`]: `eddy replay`, events run again from a range of a topic or
+//!   from dead letters, into a plugin or onto a topic;
 //! - [`offline`]: `eddy test`, a plugin run on a file of events without
 //!   Kafka, through the same path as `eddy run`;
 //! - `bindings`: host bindings of the WIT world in `wit/`.
@@ -47,6 +51,7 @@ mod bindings;
 mod clock;
 pub mod config;
 mod dead_letter;
+mod direct;
 mod dispatch;
 pub mod envelope;
 mod headers;
@@ -60,6 +65,7 @@ mod partition;
 pub mod plugins;
 mod produce;
 pub mod reload;
+pub mod replay;
 mod retry;
 pub mod routing;
 pub mod runtime;

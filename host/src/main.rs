@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use eddy_host::{Config, http, offline, plugins, runtime::Runtime, scaffold};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use eddy_host::{Config, http, offline, plugins, replay, runtime::Runtime, scaffold};
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +60,10 @@ enum Command {
         #[arg(long)]
         update: bool,
     },
+    /// Run events again: a range of a topic, or dead letters, into a
+    /// plugin or back onto a topic. Prints the plan; --execute carries it
+    /// out.
+    Replay(Box<ReplayArgs>),
     /// Create a plugin crate NAME (Cargo.toml, a handler, a native test).
     New {
         name: String,
@@ -78,17 +85,80 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ReplayArgs {
+    #[arg(long, default_value = "eddy.toml")]
+    config: PathBuf,
+    /// Replay records of this topic.
+    #[arg(
+        long,
+        required_unless_present = "dead_letters",
+        conflicts_with = "dead_letters"
+    )]
+    topic: Option<String>,
+    /// Replay the dead letters in this topic.
+    #[arg(long)]
+    dead_letters: Option<String>,
+    /// Start: an offset (1200), offsets per partition (0:1200,1:900) or
+    /// an RFC 3339 time. Default: the oldest record.
+    #[arg(long)]
+    from: Option<String>,
+    /// End, not included, as --from. Default: the newest record now.
+    #[arg(long)]
+    to: Option<String>,
+    /// Start this long ago: 90s, 30m, 2h, 1d.
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events of this type (a glob with *).
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Only records with this key.
+    #[arg(long)]
+    key: Option<String>,
+    /// Only dead letters of this reason (trap, reject, timeout, ...).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Only dead letters of this plugin.
+    #[arg(long)]
+    plugin: Option<String>,
+    /// Run the events through this plugin; for dead letters without a
+    /// name, the plugin each names.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", conflicts_with = "to_topic")]
+    into_plugin: Option<String>,
+    /// Republish the records to this topic; for dead letters without a
+    /// name, the topic each came from.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    to_topic: Option<String>,
+    /// A header not to carry over with --to-topic (eddy-* never are).
+    #[arg(long = "drop-header")]
+    drop_headers: Vec<String>,
+    /// The group that keeps the replay's progress (default: named for
+    /// the arguments).
+    #[arg(long)]
+    group: Option<String>,
+    /// At most this many events per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Carry the plan out; without it only the plan is printed.
+    #[arg(long, conflicts_with = "dry_run")]
+    execute: bool,
+    /// Only print the plan (the default).
+    #[arg(long)]
+    dry_run: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // `eddy test` prints effects on stdout; its stderr carries the
     // plugin's own log lines and what went wrong, not the host's chatter.
     init_logging(match cli.command {
-        Command::Test { .. } => "warn,eddy::guest=info",
+        Command::Test { .. } | Command::Replay(_) => "warn,eddy::guest=info",
         _ => "info",
     });
     let result = match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
+        Command::Replay(args) => replay_options(*args).and_then(replay),
         Command::Test {
             plugin,
             events,
@@ -153,6 +223,55 @@ fn check(path: PathBuf) -> anyhow::Result<ExitCode> {
         println!("{}: has errors", path.display());
         Ok(ExitCode::FAILURE)
     }
+}
+
+/// What `eddy replay`'s arguments ask for.
+fn replay_options(args: ReplayArgs) -> anyhow::Result<replay::Options> {
+    let named = |name: String| Some(name).filter(|n| !n.is_empty());
+    let target = match (args.into_plugin, args.to_topic) {
+        (Some(plugin), _) => replay::Target::Plugin(named(plugin)),
+        (None, Some(topic)) => replay::Target::Topic(named(topic)),
+        (None, None) => {
+            anyhow::bail!("say where the events go: --into-plugin [NAME] or --to-topic [TOPIC]")
+        }
+    };
+    let source = match (args.topic, args.dead_letters) {
+        (Some(topic), _) => replay::Source::Topic(topic),
+        (None, Some(dead_letters)) => replay::Source::DeadLetters(dead_letters),
+        (None, None) => anyhow::bail!("say what to replay: --topic T or --dead-letters T.dlq"),
+    };
+    Ok(replay::Options {
+        config: args.config,
+        source,
+        from: args.from,
+        to: args.to,
+        since: args.since,
+        event_type: args.event_type,
+        key: args.key,
+        reason: args.reason,
+        plugin: args.plugin,
+        target,
+        drop_headers: args.drop_headers,
+        group: args.group,
+        rate: args.rate,
+        execute: args.execute,
+    })
+}
+
+fn replay(options: replay::Options) -> anyhow::Result<ExitCode> {
+    // SIGTERM or Ctrl-C: the replay ends after the record in hand, with its
+    // progress committed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let raised = stop.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(shutdown_signal());
+        raised.store(true, Ordering::Relaxed);
+    });
+    replay::run(&options, stop)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn test(options: offline::Options) -> anyhow::Result<ExitCode> {

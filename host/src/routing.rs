@@ -32,7 +32,7 @@ impl Router {
 }
 
 /// `*` matches any run of characters (dots included); everything else is literal.
-fn glob_match(pattern: &str, text: &str) -> bool {
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let Some((first, rest)) = pattern.split_once('*') else {
         return pattern == text;
     };

@@ -172,6 +172,19 @@ impl TestProducer {
             .expect("enqueue record");
     }
 
+    /// Sends `value` with `key` to `topic`, stamped `timestamp_ms`.
+    pub fn send_at(&self, topic: &str, key: &str, value: &Value, timestamp_ms: i64) {
+        let payload = value.to_string();
+        let record: BaseRecord<'_, str, str> = BaseRecord::to(topic)
+            .key(key)
+            .payload(payload.as_str())
+            .timestamp(timestamp_ms);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue record");
+    }
+
     pub fn send_json(&self, topic: &str, key: &str, value: &Value) {
         self.send(topic, Some(key), Some(value.to_string().as_bytes()), &[]);
     }

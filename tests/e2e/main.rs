@@ -26,4 +26,5 @@ mod offline;
 mod operations;
 mod ownership;
 mod reload;
+mod replay;
 mod sandbox;

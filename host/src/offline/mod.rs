@@ -7,11 +7,10 @@
 //! dead letters. What Kafka would have been sent is printed, one JSON line
 //! per effect, or compared with an expected file.
 //!
-//! The parts are the host's own: `dispatch` runs the first attempt, the
-//! retry rule is `retry::retries`, follow-up and dead-letter headers come
-//! from `produce` and `dead_letter`. Only time is not: a retry's backoff
-//! passes on a virtual clock, without sleeping. A follow-up that Kafka would
-//! refuse (too large for its topic) cannot be known here.
+//! The parts are the host's own (`direct` puts them together). Only time is
+//! not: a retry's backoff passes on a virtual clock, without sleeping. A
+//! follow-up that Kafka would refuse (too large for its topic) cannot be
+//! known here.
 //!
 //! - `input`: the events file;
 //! - `expect`: comparing with the expected file.
@@ -19,25 +18,22 @@
 mod expect;
 mod input;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use rdkafka::Message;
-use rdkafka::message::{Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Headers, OwnedHeaders};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
 
-use crate::bindings::Event;
 use crate::config::{Config, PluginSettings, Route};
-use crate::dead_letter::{self, RecordError};
-use crate::dispatch::{self, Instances};
-use crate::reload::{Handler, Snapshot};
-use crate::runtime::{FollowUp, Outcome, Plugin, Runtime, Trigger, plugin_name};
-use crate::{plugins, produce, retry};
+use crate::direct::{Backoff, Handled, Kind, Runner};
+use crate::plugins;
+use crate::reload::Snapshot;
+use crate::runtime::{Plugin, Runtime, plugin_name};
 
 /// What `eddy test` was asked to do.
 pub struct Options {
@@ -129,18 +125,14 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
     );
 
     let started = Instant::now();
-    let mut session = Session {
-        runtime: &runtime,
-        snapshot: &snapshot,
-        token: CancellationToken::new(),
-        instances: HashMap::new(),
-        effects: Vec::new(),
-        tally: Tally::default(),
-    };
+    let mut runner = Runner::new(&runtime, Backoff::Virtual);
+    let (mut tally, mut effects) = (Tally::default(), Vec::new());
     for input in inputs {
-        session.handle(input);
+        let handled = runner.handle(&snapshot, input.record);
+        effects_of(input.line, handled, &mut tally, &mut effects);
     }
-    let Session { effects, tally, .. } = session;
+    tally.retries = runner.retries;
+    tally.backoff = runner.backed_off;
     let summary = tally.summary(&plugin, started.elapsed());
 
     let mut differences = Vec::new();
@@ -198,11 +190,7 @@ fn open_config(name: &str, inputs: &[input::Input]) -> anyhow::Result<Config> {
     topics.dedup();
     config.routes = topics
         .into_iter()
-        .map(|topic| Route {
-            topic: topic.to_string(),
-            event_types: vec!["*".to_string()],
-            plugin: name.to_string(),
-        })
+        .map(|topic| Route::everything(topic, name))
         .collect();
     let settings = PluginSettings {
         publish_to_any: true,
@@ -222,175 +210,47 @@ fn write_effects(path: &Path, effects: &[Effect]) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// The events of one run, taken one by one.
-struct Session<'a> {
-    runtime: &'a Runtime,
-    snapshot: &'a Snapshot,
-    /// Never cancelled: nothing stops a run but its end.
-    token: CancellationToken,
-    /// Warm instances per partition, as each partition's worker keeps them.
-    instances: HashMap<(String, i32), Instances>,
-    effects: Vec<Effect>,
-    tally: Tally,
-}
-
-impl Session<'_> {
-    /// One event: its first pass through the routed plugins as `eddy run`
-    /// makes it, then, for what that did not finish, retries and dead
-    /// letters as `retry::finish` makes them.
-    fn handle(&mut self, input: input::Input) {
-        let line = input.line;
-        let place = (input.record.topic().to_string(), input.record.partition());
-        let instances = self.instances.entry(place).or_default();
-        let (mut ran, _) = dispatch::run_batch(
-            self.runtime,
-            self.snapshot,
-            &self.token,
-            vec![input.record],
-            instances,
-        );
-        let Some(ran) = ran.pop() else {
-            return;
-        };
-        self.tally.events += 1;
-        let record = ran.record;
-        let event = match ran.event {
-            Ok(event) => event,
-            Err(error) => {
-                let topic = dead_letter::topic_for(None, record.topic());
-                self.dead_letter(line, &record, topic, &error, 0);
-                return;
-            }
-        };
-        let routed = self
-            .snapshot
-            .router
-            .plugins_for(record.topic(), &event.event_type);
-        if routed.is_empty() {
-            self.tally.skipped += 1;
-            self.effects.push(Effect::Skipped {
-                line,
-                topic: record.topic().to_string(),
-                event_type: event.event_type.clone(),
-                reason: "no route sends this event type on this topic to the plugin".into(),
-            });
-            return;
-        }
-        for (plugin, follow_ups) in ran.handled {
-            self.follow_ups(line, &record, &plugin, follow_ups);
-        }
-        let Some(stopped) = ran.stopped else {
-            self.tally.handled += 1;
-            return;
-        };
-        let mut first = stopped.failure;
-        let mut all_handled = true;
-        for name in &stopped.left {
-            all_handled &= self.deliver(line, &record, &event, name, first.take());
-        }
-        if all_handled {
-            self.tally.handled += 1;
-        }
-    }
-
-    /// Runs `name` on the event until it is handled or dead-lettered, as
-    /// `retry::deliver` does but with backoff on the virtual clock. `first`
-    /// is the failure of the attempt the first pass made. Whether the event
-    /// was handled.
-    fn deliver(
-        &mut self,
-        line: usize,
-        record: &OwnedMessage,
-        event: &Arc<Event>,
-        name: &str,
-        mut first: Option<crate::runtime::Failure>,
-    ) -> bool {
-        let settings = self.snapshot.settings(name);
-        let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
-        let plugin = match self.snapshot.handler(name) {
-            Some(Handler::Wasm(plugin)) => plugin.clone(),
-            _ => {
-                let error = RecordError::PluginMissing {
-                    plugin: name.to_string(),
-                    dir: self.snapshot.config.plugins.dir.clone(),
-                };
-                self.dead_letter(line, record, dead_letter_topic, &error, 0);
-                return false;
-            }
-        };
-        let mut attempt: u32 = 1;
-        loop {
-            let outcome = match first.take() {
-                Some(failure) => Outcome::Failed(failure),
-                None => {
-                    let delivery = retry::delivery(record, attempt);
-                    let trigger = Trigger {
-                        event,
-                        delivery: &delivery,
-                    };
-                    self.runtime.invoke(&plugin, &settings, trigger, None)
-                }
-            };
-            match outcome {
-                Outcome::Handled(follow_ups) => {
-                    self.follow_ups(line, record, &plugin, follow_ups);
-                    return true;
-                }
-                Outcome::Failed(failure) if retry::retries(&failure, attempt, &settings) => {
-                    self.tally.retries += 1;
-                    self.tally.backoff += retry::backoff(attempt);
-                    attempt += 1;
-                }
-                Outcome::Failed(failure) => {
-                    let error = RecordError::Handler {
-                        plugin: name.to_string(),
-                        failure,
-                    };
-                    self.dead_letter(line, record, dead_letter_topic, &error, attempt);
-                    return false;
-                }
-            }
-        }
-    }
-
-    fn follow_ups(
-        &mut self,
-        line: usize,
-        cause: &OwnedMessage,
-        plugin: &Plugin,
-        follow_ups: Vec<FollowUp>,
-    ) {
-        let headers = produce::follow_up_headers(plugin, produce::hops_after(cause));
-        for follow_up in follow_ups {
-            self.tally.follow_ups += 1;
-            self.effects.push(Effect::FollowUp {
-                line,
-                topic: follow_up.topic,
-                key: follow_up.key,
-                headers: header_map(&headers),
-                value: value_of(Some(&follow_up.payload)),
-            });
-        }
-    }
-
-    fn dead_letter(
-        &mut self,
-        line: usize,
-        record: &OwnedMessage,
-        topic: String,
-        error: &RecordError,
-        attempts: u32,
-    ) {
-        self.tally.dead_letters += 1;
-        let headers = dead_letter::headers_of(record, error, attempts);
-        self.effects.push(Effect::DeadLetter {
+/// What one event's handling shows, as effect lines; counted in `tally`.
+fn effects_of(line: usize, handled: Handled, tally: &mut Tally, effects: &mut Vec<Effect>) {
+    tally.events += 1;
+    if let Some(event_type) = handled.skipped {
+        tally.skipped += 1;
+        effects.push(Effect::Skipped {
             line,
-            topic,
-            key: record
-                .key()
-                .map(|k| String::from_utf8_lossy(k).into_owned()),
-            headers: header_map(&headers),
-            value: value_of(record.payload()),
+            topic: handled.record.topic().to_string(),
+            event_type,
+            reason: "no route sends this event type on this topic to the plugin".into(),
+        });
+        return;
+    }
+    if handled.handled {
+        tally.handled += 1;
+    }
+    for out in handled.out {
+        let (topic, headers) = (out.topic, header_map(&out.headers));
+        let key = out.key.map(|k| String::from_utf8_lossy(&k).into_owned());
+        let value = value_of(out.payload.as_deref());
+        effects.push(match out.kind {
+            Kind::FollowUp => {
+                tally.follow_ups += 1;
+                Effect::FollowUp {
+                    line,
+                    topic,
+                    key,
+                    headers,
+                    value,
+                }
+            }
+            Kind::DeadLetter => {
+                tally.dead_letters += 1;
+                Effect::DeadLetter {
+                    line,
+                    topic,
+                    key,
+                    headers,
+                    value,
+                }
+            }
         });
     }
 }

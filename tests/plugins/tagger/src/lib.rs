@@ -3,7 +3,8 @@
 //! event's `data.seq`. An event with `data.fail_attempts = n` is asked to be
 //! retried on its first n attempts (a slow record, for revocation tests);
 //! one with `data.pad = n` gets n bytes of padding in its follow-up (one
-//! larger than a topic takes).
+//! larger than a topic takes); v1 rejects one with `data.v1_bug = true`,
+//! which v2 handles.
 
 use eddy_sdk::{Delivery, Event, HandlerError, Value, json};
 
@@ -25,6 +26,10 @@ fn handle(event: Event, delivery: Delivery) -> Result<(), HandlerError> {
             "asked to fail attempt {}",
             delivery.attempt
         )));
+    }
+    // The bug v2 fixes, for redrive tests.
+    if cfg!(not(feature = "v2")) && data["v1_bug"] == json!(true) {
+        return Err(HandlerError::reject("v1 cannot handle this event"));
     }
     let pad = data["pad"].as_u64().unwrap_or(0) as usize;
     let tagged = Event::new("tagged").with_json(json!({

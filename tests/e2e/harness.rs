@@ -66,6 +66,20 @@ pub fn create_topics_with(
     }
 }
 
+/// Deletes the records of `topic` partition `partition` before `offset`,
+/// as retention would.
+pub fn delete_records_before(topic: &str, partition: i32, offset: i64) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("partition");
+    block_on(admin.delete_records(&before, &AdminOptions::new())).expect("delete records");
+}
+
 /// Drives one future to completion on this thread (the admin API is async).
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     let waker = std::task::Waker::noop();

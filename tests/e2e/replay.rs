@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::json;
 
 use crate::harness::{
-    Eddy, PluginFile, Record, committed, config_head, create_topics, end_offsets, env_path,
-    producer, read, read_to_end, unique,
+    Eddy, PluginFile, Record, committed, config_head, create_topics, delete_records_before,
+    end_offsets, env_path, producer, read, read_to_end, unique,
 };
 
 const PARTITIONS: i32 = 3;
@@ -375,7 +375,44 @@ fn a_plan_that_cannot_be_carried_out_writes_nothing_and_says_why() {
         &json!({"event_id": "1", "event_type": "x", "data": {}}),
     );
     producer.flush();
-    let cases: [(Vec<String>, &str); 5] = [
+    // A topic whose first five records retention deleted.
+    let gone = unique("replay.bad.gone");
+    create_topics(&[&gone], 1);
+    let base = 1_790_000_000_000i64;
+    for n in 0..10i64 {
+        let event = json!({"event_id": format!("{n}"), "event_type": "x", "data": {}});
+        producer.send_at(&gone, "k", &event, base + n * 1000);
+    }
+    producer.flush();
+    delete_records_before(&gone, 0, 5);
+    let two_seconds_in = time::OffsetDateTime::from_unix_timestamp(base / 1000 + 2)
+        .expect("time")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let cases: [(Vec<String>, &str); 7] = [
+        (
+            vec![
+                "--topic".into(),
+                gone.clone(),
+                "--from".into(),
+                "2".into(),
+                "--into-plugin".into(),
+                "tagger".into(),
+            ],
+            "starts at offset 5 now: the records before it were deleted by retention",
+        ),
+        (
+            vec![
+                "--topic".into(),
+                gone.clone(),
+                "--from".into(),
+                two_seconds_in,
+                "--into-plugin".into(),
+                "tagger".into(),
+                "--execute".into(),
+            ],
+            "those before may have been deleted by retention",
+        ),
         (
             vec![
                 "--topic".into(),

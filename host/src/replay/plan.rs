@@ -102,7 +102,8 @@ pub fn deleted_before(
         )?;
         if let Some(kept_from) = kept_from.filter(|&t| t > from_time) {
             problems.push(format!(
-                "{topic} partition {} keeps records from {} on (offset {}); those before may                  have been deleted by retention: replay from --from {}",
+                "{topic} partition {} keeps records from {} on (offset {}); those before may \
+                 have been deleted by retention: replay from --from {}",
                 span.partition,
                 range::time_text(kept_from),
                 span.low,

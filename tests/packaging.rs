@@ -120,7 +120,7 @@ fn ports(service: &serde_yaml::Value) -> Vec<String> {
 }
 
 #[test]
-fn the_dockerfile_is_multi_stage_non_root_and_checks_health_without_curl() {
+fn the_dockerfile_builds_in_a_registry_or_from_binaries_built_here_as_a_non_root_user() {
     const KNOWN: &[&str] = &[
         "FROM",
         "RUN",
@@ -168,37 +168,173 @@ fn the_dockerfile_is_multi_stage_non_root_and_checks_health_without_curl() {
         );
         assert_eq!(keyword, &keyword.to_uppercase());
     }
-    assert_eq!(instructions[0].0, "FROM");
-    let stages: Vec<usize> = instructions
+    // Stages by name; the last is what a plain `docker build` makes.
+    let stages: Vec<(&str, &str)> = instructions
         .iter()
-        .enumerate()
-        .filter(|(_, (k, _))| k == "FROM")
-        .map(|(i, _)| i)
+        .filter(|(k, _)| k == "FROM")
+        .map(|(_, a)| a.split_once(" AS ").expect("every stage is named"))
         .collect();
-    assert!(stages.len() >= 2, "multi-stage");
-    let last_stage = &instructions[*stages.last().expect("a stage")..];
-    let find = |k: &str| {
-        last_stage
+    let names: Vec<&str> = stages.iter().map(|(_, name)| *name).collect();
+    assert_eq!(names, ["build", "base", "local", "runtime"]);
+    assert_eq!(stages[1].0, "${BASE}", "the base image is a build argument");
+    assert_eq!(stages[2].0, "base");
+    assert_eq!(stages[3].0, "base");
+    assert!(
+        instructions
             .iter()
-            .find(|(kw, _)| kw == k)
-            .map(|(_, a)| a.clone())
+            .any(|(k, a)| k == "ARG" && a.starts_with("BASE=debian:")),
+        "a default base a registry serves"
+    );
+    let stage = |name: &str| -> Vec<(String, String)> {
+        let start = instructions
+            .iter()
+            .position(|(k, a)| k == "FROM" && a.ends_with(&format!(" AS {name}")))
+            .expect("stage");
+        instructions[start + 1..]
+            .iter()
+            .take_while(|(k, _)| k != "FROM")
+            .cloned()
+            .collect()
     };
-    let user = find("USER").expect("the runtime stage sets USER");
-    assert!(user != "root" && user != "0", "runs as {user}");
-    let health = find("HEALTHCHECK").expect("HEALTHCHECK");
+    let runtime = stage("runtime");
     assert!(
-        health.contains("eddy") && health.contains("health") && !health.contains("curl"),
-        "{health}"
-    );
-    assert!(find("EXPOSE").is_some_and(|p| p.contains("9464")));
-    let volumes = find("VOLUME").expect("VOLUME");
-    assert!(
-        volumes.contains("/plugins") && volumes.contains("/config"),
-        "{volumes}"
-    );
-    assert!(
-        last_stage
+        runtime
             .iter()
-            .any(|(k, a)| k == "COPY" && a.contains("--from=") && a.contains("eddy"))
+            .any(|(k, a)| k == "COPY" && a.contains("--from=build") && a.contains("eddy"))
     );
+    for name in ["local", "runtime"] {
+        let user = stage(name)
+            .into_iter()
+            .find(|(k, _)| k == "USER")
+            .map(|(_, a)| a)
+            .expect("the stage sets USER");
+        assert_eq!(user, "10001:10001", "{name}");
+    }
+    // What the image runs with is checked on the image itself, built and
+    // run by the container tests (tests/e2e/container.rs).
+}
+
+/// The objects `kubectl kustomize deploy/k8s/<overlay>` renders.
+fn kustomize(overlay: &str) -> Vec<serde_yaml::Value> {
+    use serde::Deserialize;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let rendered = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root.join("deploy/k8s").join(overlay))
+        .output()
+        .expect("kubectl (its kustomize needs no cluster)");
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let text = String::from_utf8(rendered.stdout).expect("UTF-8");
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|document| serde_yaml::Value::deserialize(document).expect("YAML"))
+        .collect()
+}
+
+fn object<'a>(objects: &'a [serde_yaml::Value], kind: &str) -> &'a serde_yaml::Value {
+    objects
+        .iter()
+        .find(|o| o["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn the_kubernetes_objects_agree_with_the_config_and_the_image() {
+    for overlay in ["base", "keda"] {
+        let objects = kustomize(overlay);
+        let config_map = object(&objects, "ConfigMap");
+        let config = eddy_host::Config::parse(
+            config_map["data"]["eddy.toml"]
+                .as_str()
+                .expect("eddy.toml in the ConfigMap"),
+        )
+        .expect("the config parses");
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        let port: u64 = config
+            .http
+            .listen
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
+
+        let deployment = object(&objects, "Deployment");
+        let pod = &deployment["spec"]["template"]["spec"];
+        assert!(pod["terminationGracePeriodSeconds"].as_u64() >= Some(30));
+        // The image's user (Dockerfile: USER 10001:10001).
+        assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), Some(10001));
+        assert_eq!(pod["securityContext"]["runAsNonRoot"].as_bool(), Some(true));
+        let eddy = &pod["containers"][0];
+        assert_eq!(
+            eddy["args"],
+            serde_yaml::from_str::<serde_yaml::Value>("[run, --config, /config/eddy.toml]")
+                .expect("args")
+        );
+        assert_eq!(eddy["ports"][0]["containerPort"].as_u64(), Some(port));
+        assert_eq!(eddy["livenessProbe"]["httpGet"]["path"], "/healthz");
+        assert_eq!(eddy["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(
+            eddy["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+            Some(true)
+        );
+        let mounts = eddy["volumeMounts"].as_sequence().expect("mounts");
+        let mounted_at = |name: &str| {
+            mounts
+                .iter()
+                .find(|m| m["name"].as_str() == Some(name))
+                .and_then(|m| m["mountPath"].as_str())
+                .map(str::to_string)
+        };
+        assert_eq!(mounted_at("config").as_deref(), Some("/config"));
+        assert_eq!(
+            mounted_at("plugins").map(std::path::PathBuf::from),
+            Some(config.plugins.dir.clone())
+        );
+        let volumes = pod["volumes"].as_sequence().expect("volumes");
+        assert!(volumes.iter().any(|v| {
+            v["name"].as_str() == Some("config")
+                && v["configMap"]["name"] == config_map["metadata"]["name"]
+        }));
+        let env = |name: &str| {
+            eddy["env"]
+                .as_sequence()
+                .and_then(|e| e.iter().find(|v| v["name"].as_str() == Some(name)))
+                .and_then(|v| v["value"].as_str())
+                .map(str::to_string)
+        };
+        let group = env("KAFKA_CONSUMER_GROUP").unwrap_or(config.kafka.group_id.clone());
+        let service = object(&objects, "Service");
+        assert_eq!(service["spec"]["ports"][0]["port"].as_u64(), Some(port));
+        assert!(object(&objects, "PodDisruptionBudget")["spec"]["maxUnavailable"].is_number());
+
+        if overlay == "keda" {
+            let scaled = object(&objects, "ScaledObject");
+            assert_eq!(
+                scaled["spec"]["scaleTargetRef"]["name"],
+                deployment["metadata"]["name"]
+            );
+            // No more consumers than the topics have partitions (3 each).
+            let max = scaled["spec"]["maxReplicaCount"].as_u64().expect("max");
+            assert!((1..=3).contains(&max), "maxReplicaCount {max}");
+            let triggers = scaled["spec"]["triggers"].as_sequence().expect("triggers");
+            let mut topics: Vec<String> = triggers
+                .iter()
+                .map(|t| {
+                    assert_eq!(t["type"], "kafka");
+                    assert_eq!(
+                        t["metadata"]["consumerGroup"].as_str(),
+                        Some(group.as_str())
+                    );
+                    t["metadata"]["topic"].as_str().expect("topic").to_string()
+                })
+                .collect();
+            topics.sort();
+            let mut routed = config.topics();
+            routed.sort();
+            assert_eq!(topics, routed, "a trigger per topic eddy reads");
+        }
+    }
 }

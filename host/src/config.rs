@@ -317,8 +317,7 @@ impl Config {
     /// Reads and parses `path`, applies the environment overrides and makes
     /// the plugin folder absolute.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable("config file", path, e))?;
         Config::from_file_text(&text, path)
     }
 
@@ -476,6 +475,26 @@ fn is_plugin_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Why `path` (a `what`) cannot be read; when it is not eddy's to read,
+/// the user eddy runs as, which a container's volume must let in.
+pub fn unreadable(what: &str, path: &Path, error: std::io::Error) -> anyhow::Error {
+    let whom = as_whom(error.kind());
+    anyhow::anyhow!("cannot read {what} {}: {error}{whom}", path.display())
+}
+
+/// `; eddy runs as uid N (gid M)` after an error of `kind` that says eddy
+/// was denied access, else nothing.
+pub fn as_whom(kind: std::io::ErrorKind) -> String {
+    if kind != std::io::ErrorKind::PermissionDenied {
+        return String::new();
+    }
+    // The owner of /proc/self is the process's effective user.
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| format!("; eddy runs as uid {} (gid {})", m.uid(), m.gid()))
+        .unwrap_or_default()
 }
 
 /// Whether a setting called `name` may hold a secret: its value is never

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
-
 use crate::config::Config;
 use crate::runtime::{Plugin, Runtime, plugin_name};
 
@@ -21,7 +19,7 @@ pub struct Loaded {
 /// a copy's temporary name) are not plugins.
 pub fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the plugin folder {}", dir.display()))?;
+        .map_err(|e| crate::config::unreadable("the plugin folder", dir, e))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| plugin_name(path).is_some_and(|n| !n.starts_with('.')) && path.is_file())

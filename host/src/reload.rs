@@ -346,7 +346,14 @@ pub fn watch(
     for folder in &folders {
         debouncer
             .watch(folder, RecursiveMode::NonRecursive)
-            .with_context(|| format!("cannot watch {}", folder.display()))?;
+            .map_err(|e| {
+                let kind = match &e.kind {
+                    notify::ErrorKind::Io(io) => io.kind(),
+                    _ => std::io::ErrorKind::Other,
+                };
+                let whom = crate::config::as_whom(kind);
+                anyhow::anyhow!("cannot watch {}: {e}{whom}", folder.display())
+            })?;
     }
     Ok((debouncer, receiver))
 }

@@ -8,7 +8,9 @@
 //! - `EDDY_KAFKA_HOME`: where the Kafka jars are, for tests that run a broker of their own;
 //! - `EDDY_KAFKA_SASL_SSL`, `EDDY_KAFKA_SSL`: the broker's secured listeners,
 //!   and `EDDY_KAFKA_TLS` the folder of their certificates and passwords;
-//! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes.
+//! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes;
+//! - `EDDY_IMAGE`: eddy's container image (`cargo xtask image`), and
+//!   `CONTAINERS_CONF` the podman settings it was built with.
 //!
 //! Every test uses topics and a consumer group of its own, so they run in
 //! parallel; where a plugin publishes to a fixed topic, the test picks out
@@ -17,9 +19,11 @@
 mod check;
 mod checker;
 mod clusters;
+mod container;
 mod delivery;
 mod exactly_once;
 mod failures;
+mod fleet;
 mod harness;
 mod hostile;
 mod offline;

@@ -43,6 +43,8 @@ struct Scenario {
     /// Bytes of follow-ups the broker stored, for the scenarios that
     /// publish.
     out_bytes: Option<u64>,
+    /// How much of the machine was idle meanwhile (eddy scenarios).
+    idle: Option<f64>,
 }
 
 /// What `cargo xtask bench` was asked for.
@@ -131,6 +133,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-noop", &eddy, "noop"),
         ("eddy-noop-reuse", &eddy, "noop"),
         ("eddy-noop-probed", &eddy, "noop"),
+        // Scaling out: the same group in 2 and 3 processes.
+        ("eddy-noop-x2", &eddy, "noop"),
+        ("eddy-noop-x3", &eddy, "noop"),
         ("eddy-followup", &eddy, "tagger"),
         ("eddy-followup-reuse", &eddy, "tagger"),
         ("eddy-followup-eos", &eddy, "tagger"),
@@ -156,7 +161,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         };
         let config = eddy_config(&dir, name, &group(name), &corpus, &setup)?;
         let before = kafka::topic_bytes(&out);
-        let mut scenario = eddy_scenario(name, binary, &config, events)?;
+        let hosts = name
+            .strip_prefix("eddy-noop-x")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let mut scenario = eddy_scenario(name, binary, &config, events, hosts)?;
         if name.starts_with("eddy-followup") {
             scenario.out_bytes = Some(kafka::topic_bytes(&out).saturating_sub(before));
         }
@@ -261,7 +270,8 @@ fn delete_run_topics() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
+/// Builds eddy in release with `features`; its path.
+pub fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
     run_command(
         cargo()
             .current_dir(root())
@@ -444,6 +454,7 @@ fn self_measured(
         peak_rss_mb: figures["peak_rss_mb"].as_f64().unwrap_or_default(),
         latency_ms: None,
         out_bytes: None,
+        idle: None,
     })
 }
 
@@ -519,8 +530,8 @@ struct Running {
     http: String,
 }
 
-fn start_eddy(binary: &Path, config: &Path) -> anyhow::Result<Running> {
-    let log = config.with_file_name("eddy.log");
+fn start_eddy(binary: &Path, config: &Path, log: &str) -> anyhow::Result<Running> {
+    let log = config.with_file_name(log);
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
@@ -579,14 +590,20 @@ fn stop(mut running: Running) {
     let _ = running.child.wait();
 }
 
+/// Runs `hosts` eddy processes in one group on the corpus until together
+/// they have handled `events`.
 fn eddy_scenario(
     name: &'static str,
     binary: &Path,
     config: &Path,
     events: usize,
+    hosts: usize,
 ) -> anyhow::Result<Scenario> {
+    let cpu_before = cpu_ticks();
     let started = Instant::now();
-    let running = start_eddy(binary, config)?;
+    let fleet = (0..hosts)
+        .map(|i| start_eddy(binary, config, &format!("eddy-{i}.log")))
+        .collect::<anyhow::Result<Vec<Running>>>()?;
     // `-probed`: /readyz asked without pause by PROBERS clients meanwhile.
     let probing = Arc::new(std::sync::atomic::AtomicBool::new(
         name.ends_with("-probed"),
@@ -594,7 +611,7 @@ fn eddy_scenario(
     let probers: Vec<_> = (0..PROBERS)
         .filter(|_| probing.load(Ordering::Relaxed))
         .map(|_| {
-            let (probing, http) = (probing.clone(), running.http.clone());
+            let (probing, http) = (probing.clone(), fleet[0].http.clone());
             std::thread::spawn(move || {
                 let mut asked = 0u64;
                 while probing.load(Ordering::Relaxed) {
@@ -605,17 +622,23 @@ fn eddy_scenario(
             })
         })
         .collect();
-    while handled(&running.http) < events as f64 {
+    while fleet.iter().map(|r| handled(&r.http)).sum::<f64>() < events as f64 {
         if started.elapsed() > Duration::from_secs(3600) {
             bail!(
                 "{name} did not finish within an hour; see {}",
-                running.log.display()
+                fleet[0].log.display()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let (cpu_s, peak_rss_mb) = usage(running.child.id())?;
+    let idle = idle_share(&cpu_before);
+    let (mut cpu_s, mut peak_rss_mb) = (0.0, 0.0);
+    for running in &fleet {
+        let (cpu, rss) = usage(running.child.id())?;
+        cpu_s += cpu;
+        peak_rss_mb += rss;
+    }
     probing.store(false, Ordering::Relaxed);
     if !probers.is_empty() {
         let asked: u64 = probers.into_iter().map(|p| p.join().unwrap_or(0)).sum();
@@ -623,7 +646,9 @@ fn eddy_scenario(
             "xtask: bench: {name}: {asked} /readyz requests in {seconds:.1} s from {PROBERS} clients"
         );
     }
-    stop(running);
+    for running in fleet {
+        stop(running);
+    }
     Ok(Scenario {
         name,
         events,
@@ -632,7 +657,33 @@ fn eddy_scenario(
         peak_rss_mb,
         latency_ms: None,
         out_bytes: None,
+        idle: Some(idle),
     })
+}
+
+/// The machine's CPU ticks (user, nice, system, idle, iowait, …).
+fn cpu_ticks() -> Vec<u64> {
+    fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}
+
+/// The share of the machine's CPU time (idle and I/O wait) since `before`.
+fn idle_share(before: &[u64]) -> f64 {
+    let busy: Vec<u64> = cpu_ticks()
+        .iter()
+        .zip(before)
+        .map(|(after, before)| after.saturating_sub(*before))
+        .collect();
+    let ticks: u64 = busy.iter().sum();
+    let idle = busy.get(3).copied().unwrap_or(0) + busy.get(4).copied().unwrap_or(0);
+    idle as f64 / ticks.max(1) as f64
 }
 
 /// Offers `LATENCY_RATE` events/s to a fresh topic for `over` and measures,
@@ -684,22 +735,10 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
         .set("bootstrap.servers", kafka::BOOTSTRAP)
         .set("linger.ms", "0")
         .create()?;
-    // The machine's CPU ticks (user, nice, system, idle, iowait, …).
-    let cpu = || -> Vec<u64> {
-        fs::read_to_string("/proc/stat")
-            .unwrap_or_default()
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|v| v.parse().ok())
-            .collect()
-    };
     // Made up front, and sent in the bursts due each millisecond, so the
     // generator takes as little of the machine as it can.
     let events: Vec<(String, String)> = (0..total).map(|n| corpus_event(n, 0)).collect();
-    let cpu_before = cpu();
+    let cpu_before = cpu_ticks();
     let started = Instant::now();
     for (n, (key, value)) in events.iter().enumerate() {
         let due = Duration::from_secs_f64(n as f64 / LATENCY_RATE as f64);
@@ -732,16 +771,9 @@ fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result<[f6
     }
     // On a small machine the broker, eddy and this load generator share the
     // cores: say how busy they were.
-    let busy: Vec<u64> = cpu()
-        .iter()
-        .zip(&cpu_before)
-        .map(|(after, before)| after.saturating_sub(*before))
-        .collect();
-    let ticks: u64 = busy.iter().sum();
-    let idle = busy.get(3).copied().unwrap_or(0) + busy.get(4).copied().unwrap_or(0);
     println!(
         "xtask: bench: latency run from {input}: the machine was {:.0} % idle",
-        100.0 * idle as f64 / ticks.max(1) as f64
+        100.0 * idle_share(&cpu_before)
     );
     if std::env::var_os("EDDY_BENCH_TRACE").is_some() {
         // Lowest and highest latency per quarter second, in arrival order.
@@ -789,7 +821,7 @@ fn latency_eddy(
         &input,
         setup,
     )?;
-    let running = start_eddy(binary, &config)?;
+    let running = start_eddy(binary, &config, "eddy.log")?;
     let started = Instant::now();
     while !get(&running.http, "/readyz").contains(" 200 ") {
         if started.elapsed() > Duration::from_secs(60) {
@@ -948,6 +980,7 @@ fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
                 "peak_rss_mb": (s.peak_rss_mb * 10.0).round() / 10.0,
                 "latency_ms": s.latency_ms.map(|[p50, p99, p999]| json!({"p50": p50, "p99": p99, "p999": p999})),
                 "follow_up_bytes_per_event": s.out_bytes.map(|b| (b as f64 / s.events as f64 * 10.0).round() / 10.0),
+                "machine_idle_percent": s.idle.map(|i| (i * 100.0).round()),
             })
         })
         .collect();
@@ -959,13 +992,14 @@ fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
         machine["cpu"], machine["cores"], machine["memory_gib"]
     );
     println!(
-        "{:<20} {:>9} {:>10} {:>8} {:>12} {:>9} {:>24}",
+        "{:<20} {:>9} {:>10} {:>8} {:>12} {:>9} {:>6} {:>24}",
         "scenario",
         "events",
         "events/s",
         "vs raw",
         "cpu s / 1M",
         "peak MB",
+        "idle %",
         "latency p50/p99/p999 ms"
     );
     for s in &scenarios {
@@ -978,14 +1012,19 @@ fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
                 l["p999"].as_f64().unwrap_or(f64::NAN)
             ),
         };
+        let idle = match &s["machine_idle_percent"] {
+            Value::Null => "-".to_string(),
+            idle => idle.to_string(),
+        };
         println!(
-            "{:<20} {:>9} {:>10} {:>8} {:>12} {:>9} {:>24}",
+            "{:<20} {:>9} {:>10} {:>8} {:>12} {:>9} {:>6} {:>24}",
             s["name"].as_str().unwrap_or_default(),
             s["events"],
             s["events_per_s"],
             s["ratio_to_raw"],
             s["cpu_s_per_million"],
             s["peak_rss_mb"],
+            idle,
             latency
         );
     }

@@ -7,10 +7,12 @@
 //! - `demo`: the newcomer's walk-through;
 //! - `bench`: throughput, CPU, memory and latency against a bare consumer
 //!   and the Python bus;
+//! - `image`: eddy's container image, built with podman;
 //! - this file: commands, building plugins and the host, running tests.
 
 mod bench;
 mod demo;
+mod image;
 mod kafka;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,7 @@ commands:
   kafka start|stop|status   a local Apache Kafka broker on 127.0.0.1:9092
   plugins                   build the example plugins to target/plugins/*.wasm
   demo                      build everything, start Kafka and eddy, show follow-ups
+  image                     build eddy's container image with podman (localhost/eddy:dev)
   test                      build everything, start Kafka, run every test
   bench [--quick] [--only SCENARIO,…]
                             eddy against a bare consumer and the Python bus
@@ -38,6 +41,7 @@ fn main() {
         ["kafka", "status"] => kafka::status(),
         ["plugins"] => build_plugins().map(|_| ()),
         ["demo"] => demo::run(),
+        ["image"] => image::build(),
         ["test"] => test(),
         ["bench", rest @ ..] => bench::options(rest).and_then(bench::run),
         ["bench-raw", rest @ ..] => bench::raw(rest),
@@ -247,6 +251,8 @@ fn test() -> anyhow::Result<()> {
             .current_dir(root())
             .args(["test", "--workspace", "--doc"]),
     )?;
+    // The container tests run the image.
+    image::build()?;
     kafka::start()?;
     run_command(
         cargo()
@@ -269,7 +275,10 @@ fn test() -> anyhow::Result<()> {
             .env("EDDY_KAFKA_SASL_SSL", kafka::SASL_SSL)
             .env("EDDY_KAFKA_SSL", kafka::SSL)
             .env("EDDY_KAFKA_TLS", kafka::tls_dir())
-            .env("EDDY_SCAFFOLD_TARGET_DIR", cargo_target_dir().join("wasm")),
+            .env("EDDY_SCAFFOLD_TARGET_DIR", cargo_target_dir().join("wasm"))
+            .env("EDDY_IMAGE", image::IMAGE)
+            .env("EDDY_PODMAN_COMPOSE", image::podman_compose()?)
+            .env("CONTAINERS_CONF", image::containers_conf()?),
     )?;
     run_command(
         cargo()

@@ -152,6 +152,11 @@ struct Seen {
 impl KafkaErrors {
     /// `error`, with librdkafka's `reason` if it gave one.
     pub fn record(&self, error: &KafkaError, reason: Option<&str>) {
+        // The end of a partition is no error (only `eddy replay` asks to be
+        // told of it).
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
         let text = match reason {
             Some(reason) => format!("{error}: {reason}"),
             None => error.to_string(),

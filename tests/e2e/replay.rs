@@ -411,7 +411,7 @@ fn a_plan_that_cannot_be_carried_out_writes_nothing_and_says_why() {
                 "tagger".into(),
                 "--execute".into(),
             ],
-            "those before may have been deleted by retention",
+            "deleted by retention",
         ),
         (
             vec![

@@ -220,6 +220,8 @@ fn reader(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // A record of the range that is gone is an error, never a skip.
+        .set("auto.offset.reset", "error")
         // Follow-ups of aborted transactions are not events to replay.
         .set("isolation.level", "read_committed");
     client.remove("group.instance.id");

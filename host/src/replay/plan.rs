@@ -90,7 +90,7 @@ pub fn deleted_before(
             ..*span
         };
         let mut kept_from = None;
-        records::read(
+        let read = records::read(
             consumer,
             topic,
             &[first],
@@ -99,7 +99,15 @@ pub fn deleted_before(
                 kept_from = record.timestamp().to_millis();
                 Ok(false)
             },
-        )?;
+        );
+        if let Err(gone) = read {
+            problems.push(format!(
+                "{topic} partition {}: the records before offset {} were deleted by retention, \
+                 and the first one kept cannot be read ({gone:#})",
+                span.partition, span.low
+            ));
+            continue;
+        }
         if let Some(kept_from) = kept_from.filter(|&t| t > from_time) {
             problems.push(format!(
                 "{topic} partition {} keeps records from {} on (offset {}); those before may \

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -66,6 +66,20 @@ pub fn read<C: ConsumerContext>(
             // of transactions still open lie past it, and are not replayed.
             Some(Err(KafkaError::PartitionEOF(partition))) => {
                 ends.remove(&partition);
+            }
+            // The consumer resets no offset (`auto.offset.reset = error`): a
+            // record of the range that is gone is an error, not a skip.
+            Some(Err(e))
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange)
+                ) =>
+            {
+                consumer.unassign()?;
+                bail!(
+                    "{topic}: records of the range are no longer on the broker ({e}): retention \
+                     deleted them, or the topic was made anew; plan the replay again"
+                );
             }
             Some(Err(e)) => {
                 let text = e.to_string();

@@ -1,0 +1,601 @@
+//! `cargo xtask bench [--quick]`: eddy against the fastest reader of the same
+//! stream (a bare librdkafka consumer) and against the Python aiokafka bus
+//! its users run today, one after another in one run, on the local broker.
+//!
+//! Each scenario reads the whole corpus with a fresh consumer group, as its
+//! own processes, and every one is timed the same way (`measure`): from
+//! starting them until their effect is durable, with their CPU time and
+//! peak RSS from /proc and the machine's idle share meanwhile. Latency is
+//! measured apart (`latency`), at a fixed offered rate: produce → follow-up
+//! visible to a consumer.
+//!
+//! - `measure`: the clock, durability, CPU and memory;
+//! - `latency`: the latency runs;
+//! - `report`: the table, `results.json` and the bars.
+
+mod latency;
+mod measure;
+mod report;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::json;
+
+use crate::{
+    build_plugin_workspace, build_plugins, cargo, cargo_target_dir, kafka, root, run_command,
+};
+use latency::{latency_eddy, latency_python, latency_topic, measure_latency};
+use measure::{Durable, cpu_ticks, measure};
+use report::report;
+
+const PARTITIONS: i32 = 6;
+const KEYS: usize = 10_000;
+const LATENCY_RATE: usize = 5_000;
+/// Clients asking /readyz without pause in the `-probed` scenario.
+const PROBERS: usize = 4;
+
+struct Scenario {
+    name: &'static str,
+    events: usize,
+    seconds: f64,
+    cpu_s: f64,
+    peak_rss_mb: f64,
+    latency_ms: Option<[f64; 3]>,
+    /// Bytes of follow-ups the broker stored, for the scenarios that
+    /// publish.
+    out_bytes: Option<u64>,
+    /// How much of the machine was idle meanwhile (eddy scenarios).
+    idle: Option<f64>,
+}
+
+/// What `cargo xtask bench` was asked for.
+pub struct Options {
+    /// 20,000 events instead of 1,000,000.
+    quick: bool,
+    /// Only these scenarios (and the raw floor); no criterion run.
+    only: Option<Vec<String>>,
+}
+
+impl Options {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == scenario))
+    }
+}
+
+/// `[--quick] [--only a,b]`.
+pub fn options(args: &[&str]) -> anyhow::Result<Options> {
+    let mut options = Options {
+        quick: false,
+        only: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match *arg {
+            "--quick" => options.quick = true,
+            "--only" => {
+                let list = args.next().context("--only needs a list of scenarios")?;
+                options.only = Some(list.split(',').map(str::to_string).collect());
+            }
+            other => bail!("unknown bench option {other:?}"),
+        }
+    }
+    Ok(options)
+}
+
+pub fn run(options: Options) -> anyhow::Result<()> {
+    let quick = options.quick;
+    let events = if quick { 20_000 } else { 1_000_000 };
+    let latency_for = Duration::from_secs(if quick { 3 } else { 10 });
+    let dir = root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    build_plugins()?;
+    let plugins = dir.join("plugins");
+    build_plugin_workspace(&root().join("tests/plugins"), &plugins)?;
+    let native = build_eddy(&["--features", "bench-native"])?;
+    let native_copy = dir.join("eddy-native");
+    fs::copy(&native, &native_copy)?;
+    let eddy = build_eddy(&[])?;
+    let python = python_env(&dir)?;
+    kafka::start()?;
+    delete_run_topics()?;
+    let corpus = format!("bench.corpus.{events}");
+    ensure_corpus(&corpus, events)?;
+
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let out = format!("bench.out.{run_id}");
+    let tokio = tokio::runtime::Runtime::new()?;
+    tokio.block_on(kafka::create_topics(&[&out], PARTITIONS))?;
+    let group = |name: &str| format!("bench-{name}-{run_id}");
+
+    let observer = measure::observer("bench-observer")?;
+    // Every scenario is timed alike: from starting its processes until its
+    // effect is durable (Durable).
+    let mut results = Vec::new();
+    println!("xtask: bench: raw consumer");
+    let raw_group = group("raw");
+    let cpu_before = cpu_ticks();
+    let started = Instant::now();
+    let reader = Command::new(std::env::current_exe()?)
+        .args(["bench-raw", kafka::BOOTSTRAP, &corpus, &raw_group])
+        .spawn()?;
+    let durable = Durable::Committed {
+        group: &raw_group,
+        topic: &corpus,
+    };
+    let mut raw = measure("raw", events, started, &cpu_before, vec![reader], &durable)?;
+    // The floor under every latency: produce → visible to a consumer, with
+    // nothing in between, through the same broker.
+    let input = latency_topic("raw", &out)?;
+    raw.latency_ms = Some(measure_latency(&input, &input, latency_for)?);
+    results.push(raw);
+    // `-reuse`: the plugin opts in to serving up to REUSE events per instance.
+    for (name, binary, plugin) in [
+        ("eddy-noop", &eddy, "noop"),
+        ("eddy-noop-reuse", &eddy, "noop"),
+        ("eddy-noop-probed", &eddy, "noop"),
+        // Scaling out: the same group in 2 and 3 processes.
+        ("eddy-noop-x2", &eddy, "noop"),
+        ("eddy-noop-x3", &eddy, "noop"),
+        ("eddy-followup", &eddy, "tagger"),
+        ("eddy-followup-reuse", &eddy, "tagger"),
+        ("eddy-followup-eos", &eddy, "tagger"),
+        ("eddy-followup-eos-reuse", &eddy, "tagger"),
+        // The follow-up producer's compression (lz4 by default) off and
+        // zstd, with reused instances so that its cost is not lost in
+        // instantiation.
+        ("eddy-followup-reuse-none", &eddy, "tagger"),
+        ("eddy-followup-reuse-zstd", &eddy, "tagger"),
+        ("native", &native_copy, "native-noop"),
+    ] {
+        if !options.wants(name) {
+            continue;
+        }
+        println!("xtask: bench: {name}");
+        let setup = EddySetup {
+            plugin,
+            plugins: &plugins,
+            out: &out,
+            reuse: name.contains("-reuse"),
+            exactly_once: name.contains("-eos"),
+            compression: ["none", "zstd"].into_iter().find(|c| name.ends_with(c)),
+        };
+        let group = group(name);
+        let config = eddy_config(&dir, name, &group, &corpus, &setup)?;
+        let before = kafka::topic_bytes(&out);
+        let hosts = name
+            .strip_prefix("eddy-noop-x")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let from = measure::high_water_sum(&observer, &out).context("the output topic")?;
+        // Exactly-once: the offsets commit with the follow-ups, and the
+        // output topic holds transaction markers besides them.
+        let durable = if name.starts_with("eddy-followup") && !setup.exactly_once {
+            Durable::Written {
+                topic: &out,
+                from,
+                count: events as i64,
+            }
+        } else {
+            Durable::Committed {
+                group: &group,
+                topic: &corpus,
+            }
+        };
+        let mut scenario = eddy_scenario(name, binary, &config, events, hosts, &durable)?;
+        if name.starts_with("eddy-followup") {
+            scenario.out_bytes = Some(kafka::topic_bytes(&out).saturating_sub(before));
+        }
+        if name.starts_with("eddy-followup") {
+            scenario.latency_ms = Some(latency_eddy(name, binary, &dir, &setup, latency_for)?);
+        }
+        results.push(scenario);
+    }
+    for (name, mode) in [
+        ("python-bus-noop", "noop"),
+        ("python-bus-followup", "followup"),
+        // Sends without waiting, and awaits the batch's sends before its
+        // commit: still at-least-once.
+        ("python-bus-followup-pipelined", "followup-pipelined"),
+    ] {
+        if !options.wants(name) {
+            continue;
+        }
+        println!("xtask: bench: {name}");
+        let script = root().join("xtask/bench/python_bus.py");
+        let group = group(name);
+        let from = measure::high_water_sum(&observer, &out).context("the output topic")?;
+        let durable = if mode == "noop" {
+            Durable::Committed {
+                group: &group,
+                topic: &corpus,
+            }
+        } else {
+            Durable::Written {
+                topic: &out,
+                from,
+                count: events as i64,
+            }
+        };
+        let cpu_before = cpu_ticks();
+        let started = Instant::now();
+        let bus = Command::new(&python)
+            .arg(&script)
+            .args([kafka::BOOTSTRAP, &corpus, &group, mode, &out])
+            .stdout(Stdio::null())
+            .spawn()?;
+        let mut scenario = measure(name, events, started, &cpu_before, vec![bus], &durable)?;
+        if mode != "noop" {
+            scenario.latency_ms = Some(latency_python(&python, &script, mode, &out, latency_for)?);
+        }
+        results.push(scenario);
+    }
+    report(&dir, &results)?;
+    delete_run_topics()?;
+    if options.only.is_some() {
+        return Ok(());
+    }
+
+    println!("\nxtask: bench: one event through decode → instantiate → call → collect (criterion)");
+    fs::copy(
+        root().join("target/plugins/welcome-email.wasm"),
+        plugins.join("welcome-email.wasm"),
+    )?;
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args(["bench", "--package", "eddy-host", "--bench", "dispatch"])
+            .env("EDDY_BENCH_PLUGINS", &plugins),
+    )
+}
+
+/// `cargo xtask bench-latency [--reuse]`: only eddy's follow-up latency at
+/// [`LATENCY_RATE`], for 10 s, against the raw floor measured just before.
+pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
+    let dir = root().join("target/bench");
+    fs::create_dir_all(&dir)?;
+    let plugins = dir.join("plugins");
+    build_plugin_workspace(&root().join("tests/plugins"), &plugins)?;
+    let eddy = build_eddy(&[])?;
+    kafka::start()?;
+    delete_run_topics()?;
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let out = format!("bench.out.{run_id}");
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&out], PARTITIONS))?;
+    let over = Duration::from_secs(10);
+    let input = latency_topic("raw", &out)?;
+    let [p50, p99, p999] = measure_latency(&input, &input, over)?;
+    println!("raw floor: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
+    let name = if reuse {
+        "eddy-followup-reuse"
+    } else {
+        "eddy-followup"
+    };
+    let setup = EddySetup {
+        plugin: "tagger",
+        plugins: &plugins,
+        out: &out,
+        reuse,
+        exactly_once: false,
+        compression: None,
+    };
+    let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
+    println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
+    delete_run_topics()
+}
+
+/// The topics a bench run writes besides the corpus: its follow-ups and its
+/// latency inputs, a gigabyte or more per full run. Deleted before a run
+/// (what a failed run left) and after it.
+const RUN_TOPICS: &[&str] = &["bench.out.", "bench.latency."];
+
+fn delete_run_topics() -> anyhow::Result<()> {
+    let deleted =
+        tokio::runtime::Runtime::new()?.block_on(kafka::delete_topics_named(RUN_TOPICS))?;
+    if deleted > 0 {
+        println!("xtask: bench: deleted {deleted} topics of bench runs");
+    }
+    Ok(())
+}
+
+/// Builds eddy in release with `features`; its path.
+pub fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args([
+                "build",
+                "--release",
+                "--package",
+                "eddy-host",
+                "--bin",
+                "eddy",
+            ])
+            .args(features),
+    )?;
+    Ok(cargo_target_dir().join("release/eddy"))
+}
+
+/// A virtual environment with aiokafka from PyPI, made once.
+fn python_env(dir: &Path) -> anyhow::Result<PathBuf> {
+    let venv = dir.join("venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        run_command(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    let has = Command::new(&python)
+        .args(["-c", "import aiokafka"])
+        .status()?
+        .success();
+    if !has {
+        run_command(Command::new(&python).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "aiokafka==0.14.0",
+        ]))?;
+    }
+    Ok(python)
+}
+
+/// A seed-style `user.created`, about 300 bytes.
+fn corpus_event(n: usize, sent_us: u128) -> (String, String) {
+    let user = format!("user-{:05}", n % KEYS);
+    let value = json!({
+        "event_id": format!("bench-{n:08}"),
+        "event_type": "user.created",
+        "timestamp": "2026-11-26T12:00:00.000000Z",
+        "service_name": "user-service",
+        "version": "1.0",
+        "data": {"user_id": user, "email": format!("{user}@example.com"), "name": "Ada Lovelace",
+                 "plan": "pro", "sent_us": sent_us, "seq": n / KEYS},
+        "metadata": {"source": "bench"},
+        "aggregate_id": user,
+        "aggregate_type": "User",
+    });
+    (user, value.to_string())
+}
+
+fn producer() -> anyhow::Result<BaseProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", kafka::BOOTSTRAP)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+/// Produces the corpus once; a later run finds it and reuses it.
+fn ensure_corpus(topic: &str, events: usize) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka::BOOTSTRAP)
+        .create()?;
+    let mut present = 0i64;
+    for p in 0..PARTITIONS {
+        if let Ok((low, high)) = consumer.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+            present += high - low;
+        }
+    }
+    if present == events as i64 {
+        println!("xtask: bench: reusing the corpus {topic} ({events} events)");
+        return Ok(());
+    }
+    if present != 0 {
+        bail!(
+            "topic {topic} holds {present} records, not {events}; delete target/kafka/data or the topic"
+        );
+    }
+    tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[topic], PARTITIONS))?;
+    println!("xtask: bench: producing the corpus {topic} ({events} events)");
+    let producer = producer()?;
+    for n in 0..events {
+        let (key, value) = corpus_event(n, 0);
+        loop {
+            match producer.send(BaseRecord::to(topic).key(&key).payload(&value)) {
+                Ok(()) => break,
+                Err((_, _)) => {
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// `xtask bench-raw BROKERS TOPIC GROUP`: reads the topic in its group
+/// until it is stopped, committing what it read every second as eddy does:
+/// the floor under any reader of the stream.
+pub fn raw(args: &[&str]) -> anyhow::Result<()> {
+    let [brokers, topic, group] = args else {
+        bail!("usage: bench-raw BROKERS TOPIC GROUP");
+    };
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", *brokers)
+        .set("group.id", *group)
+        .set("auto.offset.reset", "earliest")
+        .set("auto.commit.interval.ms", "1000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    loop {
+        if let Some(message) = consumer.poll(Duration::from_millis(500)) {
+            std::hint::black_box(message?.payload());
+        }
+    }
+}
+
+/// Events per instance in the `-reuse` scenarios.
+const REUSE: u32 = 1_000;
+
+/// What an eddy scenario runs: which plugin, from where, publishing where.
+struct EddySetup<'a> {
+    plugin: &'a str,
+    plugins: &'a Path,
+    out: &'a str,
+    /// Whether the plugin opts in to instance reuse ([`REUSE`]).
+    reuse: bool,
+    /// `[kafka] delivery = "exactly-once"`.
+    exactly_once: bool,
+    /// The follow-up producer's `compression.type`, if any.
+    compression: Option<&'a str>,
+}
+
+fn eddy_config(
+    dir: &Path,
+    name: &str,
+    group: &str,
+    topic: &str,
+    setup: &EddySetup<'_>,
+) -> anyhow::Result<PathBuf> {
+    let EddySetup {
+        plugin,
+        plugins,
+        out,
+        reuse,
+        exactly_once,
+        compression,
+    } = *setup;
+    let producer = match compression {
+        Some(codec) => format!("[kafka.producer]\n\"compression.type\" = \"{codec}\"\n\n"),
+        None => String::new(),
+    };
+    let delivery = if exactly_once {
+        format!("delivery = \"exactly-once\"\ntransactional_id = \"{group}\"\n")
+    } else {
+        String::new()
+    };
+    let reuse = if reuse { REUSE } else { 1 };
+    let scenario = dir.join(name);
+    let plugin_dir = scenario.join("plugins");
+    let _ = fs::remove_dir_all(&scenario);
+    fs::create_dir_all(&plugin_dir)?;
+    if plugin != "native-noop" {
+        fs::copy(
+            plugins.join(format!("{plugin}.wasm")),
+            plugin_dir.join(format!("{plugin}.wasm")),
+        )?;
+    }
+    let config = scenario.join("eddy.toml");
+    fs::write(
+        &config,
+        format!(
+            "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n{delivery}\n\
+             {producer}[plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
+             [plugin.{plugin}]\npublish_to = [\"{out}\"]\nevents_per_instance = {reuse}\n\
+             config = {{ out_topic = \"{out}\" }}\n",
+            kafka::BOOTSTRAP
+        ),
+    )?;
+    Ok(config)
+}
+
+struct Running {
+    child: Child,
+    log: PathBuf,
+    http: String,
+}
+
+fn start_eddy(binary: &Path, config: &Path, log: &str) -> anyhow::Result<Running> {
+    let log = config.with_file_name(log);
+    let child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn,eddy_host::app=info")
+        .stderr(fs::File::create(&log)?)
+        .spawn()
+        .context("cannot start eddy")?;
+    let started = Instant::now();
+    let marker = "/readyz on http://";
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.find(marker) {
+            let http: String = text[at + marker.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+            return Ok(Running { child, log, http });
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("eddy did not start; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    use std::io::Read;
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
+/// Runs `hosts` eddy processes in one group on the corpus until `durable`.
+fn eddy_scenario(
+    name: &'static str,
+    binary: &Path,
+    config: &Path,
+    events: usize,
+    hosts: usize,
+    durable: &Durable<'_>,
+) -> anyhow::Result<Scenario> {
+    let cpu_before = cpu_ticks();
+    let started = Instant::now();
+    let fleet = (0..hosts)
+        .map(|i| start_eddy(binary, config, &format!("eddy-{i}.log")))
+        .collect::<anyhow::Result<Vec<Running>>>()?;
+    // `-probed`: /readyz asked without pause by PROBERS clients meanwhile.
+    let probing = Arc::new(std::sync::atomic::AtomicBool::new(
+        name.ends_with("-probed"),
+    ));
+    let probers: Vec<_> = (0..PROBERS)
+        .filter(|_| probing.load(Ordering::Relaxed))
+        .map(|_| {
+            let (probing, http) = (probing.clone(), fleet[0].http.clone());
+            std::thread::spawn(move || {
+                let mut asked = 0u64;
+                while probing.load(Ordering::Relaxed) {
+                    get(&http, "/readyz");
+                    asked += 1;
+                }
+                asked
+            })
+        })
+        .collect();
+    let log = fleet[0].log.clone();
+    let children = fleet.into_iter().map(|r| r.child).collect();
+    let measured = measure(name, events, started, &cpu_before, children, durable)
+        .with_context(|| format!("see {}", log.display()));
+    probing.store(false, Ordering::Relaxed);
+    if !probers.is_empty() {
+        let asked: u64 = probers.into_iter().map(|p| p.join().unwrap_or(0)).sum();
+        println!("xtask: bench: {name}: {asked} /readyz requests from {PROBERS} clients");
+    }
+    measured
+}

@@ -126,7 +126,13 @@ fn ensure_base() -> anyhow::Result<()> {
     let tarball = dir().join("base-essential.tar");
     if !tarball.is_file() {
         println!("xtask: making the base image with mmdebstrap (about 30 s, once)");
-        let partial = dir().join("base-essential.tar.partial");
+        // mmdebstrap picks its output's format by the name's extension.
+        let partial = dir().join("base-essential.partial.tar");
+        for stale in [&tarball, &partial] {
+            if stale.is_dir() {
+                std::fs::remove_dir_all(stale)?;
+            }
+        }
         let mut mmdebstrap = Command::new("mmdebstrap");
         mmdebstrap
             .args(["--variant=essential", "--quiet"])

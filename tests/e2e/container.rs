@@ -139,18 +139,16 @@ fn ready() -> bool {
         && answer.starts_with("HTTP/1.1 200")
 }
 
-fn wait_ready() {
+/// Waits, at most a minute, until eddy in the container is ready.
+fn wait_ready() -> bool {
     let started = Instant::now();
-    loop {
+    while started.elapsed() < Duration::from_secs(60) {
         if ready() {
-            return;
+            return true;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "eddy in the container never became ready"
-        );
         std::thread::sleep(Duration::from_millis(250));
     }
+    false
 }
 
 #[test]
@@ -201,7 +199,7 @@ fn the_container_handles_events_reloads_plugins_stops_gracefully_and_writes_noth
     ]);
     assert!(run.status.success(), "{}", text(&run));
     let container = Container(name.clone());
-    wait_ready();
+    assert!(wait_ready(), "{}", container.logs());
 
     send(&topic, 0..100);
     let first = read(&[&out], 100, Duration::from_secs(60), |_| true);
@@ -258,7 +256,7 @@ fn the_container_handles_events_reloads_plugins_stops_gracefully_and_writes_noth
     assert!(container.logs().contains("stopped"), "{}", container.logs());
     let started = podman(&["start", &name]);
     assert!(started.status.success(), "{}", text(&started));
-    wait_ready();
+    assert!(wait_ready(), "{}", container.logs());
     send(&topic, 200..201);
     let after = read(&[&out], 201, Duration::from_secs(60), |_| true);
     let seqs: Vec<u64> = tags(&after).into_iter().map(|(seq, _)| seq).collect();
@@ -341,15 +339,28 @@ fn the_compose_files_eddy_service_runs_against_the_broker() {
             (self.0)(&["down", "--timeout", "30"]);
         }
     }
+    // The topics the compose file's eddy reads and writes; kafka-init makes
+    // them where compose runs the broker too.
+    create_topics(
+        &[
+            "user.events",
+            "order.events",
+            "notification.commands",
+            "order.alerts",
+        ],
+        3,
+    );
     let up = compose(&["up", "--detach", "--no-deps", "--no-build", "eddy"]);
     assert!(up.status.success(), "{}", text(&up));
     let _down = Down(compose);
-    wait_ready();
+    if !wait_ready() {
+        let log = text(&podman(&["logs", "eddy_eddy_1"]));
+        panic!("eddy never became ready; its log:\n{log}");
+    }
     let id = unique("compose-user");
     let event = json!({"event_id": id, "event_type": "user.created", "timestamp": "2026-11-30T09:00:00Z",
                        "service_name": "user-service", "version": "1.0",
                        "data": {"user_id": id, "email": "c@example.com", "name": "Compose"}});
-    create_topics(&["user.events", "notification.commands"], 3);
     let producer = producer();
     producer.send_json("user.events", &id, &event);
     producer.flush();

@@ -47,6 +47,9 @@ pub const MAX_RECORDS: usize = 10_000;
 const CALL_WAIT: Duration = Duration::from_secs(30);
 /// Commits and aborts tried again after a retriable error (a timeout, say).
 const COMMIT_TRIES: u32 = 3;
+/// When a call given [`CALL_WAIT`] has not returned by then, the client is
+/// stuck and eddy exits (`watchdog`).
+const STUCK_AFTER: Duration = Duration::from_secs(60);
 /// How often a commit waiting for the transaction's records looks whether
 /// one was refused.
 const FLUSH_STEP: Duration = Duration::from_millis(50);
@@ -587,9 +590,13 @@ impl Transactions {
                     .map_err(|e| self.explained(e))?;
             }
         }
-        self.producer
-            .send_offsets_to_transaction(&offsets, &metadata, CALL_WAIT)
-            .map_err(|e| self.explained(e))?;
+        let sent = {
+            // librdkafka may never return from this one (see `watchdog`).
+            let _armed = crate::watchdog::arm("send_offsets_to_transaction", STUCK_AFTER);
+            self.producer
+                .send_offsets_to_transaction(&offsets, &metadata, CALL_WAIT)
+        };
+        sent.map_err(|e| self.explained(e))?;
         let mut tries = 0;
         loop {
             tries += 1;

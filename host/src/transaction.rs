@@ -593,6 +593,7 @@ impl Transactions {
         let sent = {
             // librdkafka may never return from this one (see `watchdog`).
             let _armed = crate::watchdog::arm("send_offsets_to_transaction", STUCK_AFTER);
+            crate::watchdog::stuck_on_demand();
             self.producer
                 .send_offsets_to_transaction(&offsets, &metadata, CALL_WAIT)
         };

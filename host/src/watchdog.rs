@@ -72,3 +72,20 @@ pub fn arm(what: &'static str, within: Duration) -> Armed {
     });
     Armed { _private: () }
 }
+
+/// Fault injection, for the test of the way out: when the file named by
+/// `EDDY_FAULT_STUCK_COMMIT` exists, the armed call removes it and never
+/// returns, as librdkafka's does. Once per file; without the variable,
+/// nothing.
+pub fn stuck_on_demand() {
+    static FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    let file = FILE.get_or_init(|| std::env::var_os("EDDY_FAULT_STUCK_COMMIT").map(Into::into));
+    if let Some(file) = file
+        && std::fs::remove_file(file).is_ok()
+    {
+        tracing::warn!("fault injection: this call never returns");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}

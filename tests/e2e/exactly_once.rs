@@ -411,6 +411,62 @@ fn a_broker_outage_mid_stream_loses_and_repeats_nothing() {
 }
 
 #[test]
+fn a_client_call_that_never_returns_ends_eddy_and_a_restart_repeats_nothing() {
+    let (topic, out, group) = (unique("eos.stuck"), unique("eos.stuck.out"), unique("g"));
+    create_topics(&[&topic, &out], PARTITIONS);
+    let fault = std::env::temp_dir().join(unique("eddy-stuck"));
+    let fault_path = fault.display().to_string();
+    let mut eddy = Eddy::start_with_env(
+        &exactly_once_config(&group, &topic, &out),
+        &[PluginFile::Test("tagger")],
+        &[("EDDY_FAULT_STUCK_COMMIT", &fault_path)],
+    );
+    let producing = stream(
+        bootstrap(),
+        topic.clone(),
+        0..EVENTS,
+        Duration::from_secs(8),
+    );
+    wait_until_finished(&group, &topic, 1000);
+    // The next commit's send_offsets_to_transaction never returns, as
+    // librdkafka's does when the coordinator goes away during it.
+    std::fs::write(&fault, b"").expect("fault file");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = eddy.reap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "eddy did not end; log:\n{}",
+            eddy.log()
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status.code(), Some(75), "log:\n{}", eddy.log());
+    assert!(
+        eddy.log()
+            .contains("send_offsets_to_transaction has not returned in 60s"),
+        "log:\n{}",
+        eddy.log()
+    );
+    let done = read_to_end(&[&out], |_| true).len();
+    assert!(
+        done > 0 && done < EVENTS,
+        "the call stuck mid-stream: {done} of {EVENTS} events were committed by then"
+    );
+    // A supervisor starts it again: the open transaction is aborted.
+    eddy.launch();
+    let sent = producing.join().expect("producer");
+    let verdict = verdict_of(&bootstrap(), &out, &sent);
+    println!("exactly-once, a commit call stuck for good, eddy restarted: {verdict}");
+    assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
+    assert!(verdict.duplicated.is_empty(), "{verdict}");
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    eddy.stop();
+}
+
+#[test]
 fn a_follow_up_the_broker_refuses_is_dead_lettered_and_eddy_goes_on() {
     let (topic, out, group) = (
         unique("eos.refused"),

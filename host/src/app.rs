@@ -25,7 +25,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode};
-use crate::kafka::{self, EddyContext, EddyProducer, KafkaErrors, ProducerContext};
+use crate::kafka::{self, EddyContext, EddyProducer, KafkaErrors, ProducerContext, Retired};
 use crate::partition::{Worker, Workers};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Runtime, SlotReset};
@@ -75,25 +75,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let stopping = CancellationToken::new();
     let topics = config.topics();
     let kafka_errors = Arc::new(KafkaErrors::default());
-    let producer: EddyProducer = kafka::producer_config(&config.kafka)
-        .create_with_context(ProducerContext {
-            errors: kafka_errors.clone(),
-            token: config.kafka.security.token_source(),
-        })
-        .map_err(kafka::redacted)
-        .context("cannot create the Kafka producer")?;
+    let make_producer = {
+        let (kafka, errors) = (config.kafka.clone(), kafka_errors.clone());
+        move || -> anyhow::Result<(EddyProducer, Retired)> {
+            let retired = Retired::default();
+            let context = ProducerContext::new(
+                errors.clone(),
+                kafka.security.token_source(),
+                retired.clone(),
+            );
+            let producer = kafka::producer_config(&kafka)
+                .create_with_context(context)
+                .map_err(kafka::redacted)
+                .context("cannot create the Kafka producer")?;
+            Ok((producer, retired))
+        }
+    };
+    let (producer, retired) = make_producer()?;
     let transactions = match config.kafka.delivery {
         DeliveryMode::AtLeastOnce => None,
         DeliveryMode::ExactlyOnce => {
-            let (producer, id, process) = (
-                producer.clone(),
-                config.kafka.transactional_id(),
-                stopping.clone(),
-            );
-            let started =
-                tokio::task::spawn_blocking(move || Transactions::start(producer, &id, &process))
-                    .await
-                    .context("the task starting transactions failed")??;
+            let first = (producer.clone(), retired);
+            let (id, process) = (config.kafka.transactional_id(), stopping.clone());
+            let started = tokio::task::spawn_blocking(move || {
+                Transactions::start(first, Box::new(make_producer), &id, &process)
+            })
+            .await
+            .context("the task starting transactions failed")??;
             Some(Arc::new(started))
         }
     };

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -279,14 +280,49 @@ fn advice(error: &KafkaError) -> &'static str {
 pub type EddyProducer = FutureProducer<ProducerContext>;
 
 pub struct ProducerContext {
-    pub errors: Arc<KafkaErrors>,
-    pub token: Option<TokenSource>,
+    errors: Arc<KafkaErrors>,
+    token: Option<TokenSource>,
+    retired: Retired,
+}
+
+/// Set once a producer was given up for a new one (a transactional
+/// producer stuck in a call): what it still reports is no longer eddy's
+/// state, and is only logged at debug.
+#[derive(Clone, Default)]
+pub struct Retired(Arc<AtomicBool>);
+
+impl Retired {
+    pub fn retire(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn is_retired(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ProducerContext {
+    pub fn new(
+        errors: Arc<KafkaErrors>,
+        token: Option<TokenSource>,
+        retired: Retired,
+    ) -> ProducerContext {
+        ProducerContext {
+            errors,
+            token,
+            retired,
+        }
+    }
 }
 
 impl ClientContext for ProducerContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if self.retired.is_retired() {
+            tracing::debug!("Kafka, from the producer given up: {error}: {reason}");
+            return;
+        }
         self.errors.record(&error, Some(reason));
     }
 

@@ -34,9 +34,7 @@
 //! - [`swap`]: whether pages can be swapped out, which decides how pool
 //!   slots are reset between instances;
 //! - `transaction`: exactly-once delivery, a record's effects and offset in
-//!   one Kafka transaction;
-//! - `watchdog`: eddy exits when a Kafka client call it cannot cancel is
-//!   stuck, so that a restart recovers;
+//!   one Kafka transaction, and a new producer when one is stuck;
 //! - [`metrics`]: the Prometheus metrics, named in one place;
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, and the `eddy health` probe;
 //! - [`scaffold`]: `eddy new`, a plugin crate to start from;
@@ -76,7 +74,6 @@ pub mod security;
 pub mod swap;
 mod text;
 mod transaction;
-mod watchdog;
 
 pub use app::run;
 pub use bindings::{Delivery, Event};

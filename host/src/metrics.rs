@@ -17,6 +17,7 @@
 //! | `eddy_plugins_loaded` | — |
 //! | `eddy_transactions_total` (exactly-once) | outcome (committed, aborted) |
 //! | `eddy_transaction_duration_seconds` (offsets sent to committed) | — |
+//! | `eddy_transaction_producers_replaced_total` (stuck in a call) | — |
 //! | `eddy_consumer_errors_total` (what the consumer handed back instead of records) | code |
 
 use std::sync::OnceLock;
@@ -156,6 +157,11 @@ pub fn plugins_loaded(count: usize) {
 pub fn transaction(outcome: &'static str, took: std::time::Duration) {
     counter!("eddy_transactions_total", "outcome" => outcome).increment(1);
     histogram!("eddy_transaction_duration_seconds").record(took.as_secs_f64());
+}
+
+/// A transactional producer stuck in a call was replaced by a new one.
+pub fn transaction_producer_replaced() {
+    counter!("eddy_transaction_producers_replaced_total").increment(1);
 }
 
 pub fn consumer_error(code: String) {

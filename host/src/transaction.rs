@@ -22,20 +22,31 @@
 //! written is written smaller, after a pause. A fenced producer (another
 //! instance with the same `transactional.id`) or an abort that fails stops
 //! eddy: a restart reads the records again from the committed offsets.
+//!
+//! The calls that wait for the transaction coordinator are made on a
+//! thread of their own ([`Caller`]), and waited for at most
+//! [`STUCK_AFTER`]: librdkafka's `send_offsets_to_transaction` ignores its
+//! timeout when the group coordinator goes away during it
+//! (confluentinc/librdkafka#5456, #5511), and cannot be cancelled. A call
+//! that has not returned by then is given up with its producer: a new
+//! producer takes the same `transactional.id`, which fences the stuck one
+//! and aborts its open transaction, and eddy rewinds as after any abort.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use rdkafka::consumer::ConsumerGroupMetadata;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::{DeliveryFuture, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::EddyProducer;
+use crate::kafka::{EddyProducer, Retired};
 use crate::metrics;
 use crate::partition::{Cancelled, Lease};
 use crate::produce::{self, Answer, Refused, Sent};
@@ -47,8 +58,8 @@ pub const MAX_RECORDS: usize = 10_000;
 const CALL_WAIT: Duration = Duration::from_secs(30);
 /// Commits and aborts tried again after a retriable error (a timeout, say).
 const COMMIT_TRIES: u32 = 3;
-/// When a call given [`CALL_WAIT`] has not returned by then, the client is
-/// stuck and eddy exits (`watchdog`).
+/// When a call given [`CALL_WAIT`] has not returned by then, its producer
+/// is stuck, and is replaced.
 const STUCK_AFTER: Duration = Duration::from_secs(60);
 /// How often a commit waiting for the transaction's records looks whether
 /// one was refused.
@@ -66,8 +77,13 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Makes a producer for transactions, and the switch that retires it.
+pub type MakeProducer = Box<dyn Fn() -> anyhow::Result<(EddyProducer, Retired)> + Send + Sync>;
+
 pub struct Transactions {
-    producer: EddyProducer,
+    /// The producer transactions are written with, replaced when stuck.
+    client: ArcSwap<Client>,
+    make_producer: MakeProducer,
     id: String,
     gate: RwLock<()>,
     staged: Mutex<Staged>,
@@ -94,6 +110,55 @@ pub struct Transactions {
     /// Cancelled only when transactions fail: what a write into the
     /// transaction stops for (see [`InTransaction::token`]).
     broken: CancellationToken,
+}
+
+/// The transactional producer, and the thread that makes its calls.
+struct Client {
+    producer: EddyProducer,
+    retired: Retired,
+    caller: Caller,
+}
+
+/// A thread making the transaction calls that wait for the coordinator, so
+/// the committer can stop waiting for one (see the module's doc).
+struct Caller {
+    calls: mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+/// A call that did not return in time, or whose thread is gone.
+struct Stuck {
+    what: &'static str,
+}
+
+impl Caller {
+    fn spawn() -> anyhow::Result<Caller> {
+        let (calls, queue) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("eddy-transaction".into())
+            .spawn(move || {
+                for call in queue {
+                    call();
+                }
+            })
+            .context("cannot start the thread for transaction calls")?;
+        Ok(Caller { calls })
+    }
+
+    /// Makes `call` on the caller's thread; `Stuck` if it has not returned
+    /// after `within` (it is left to return, or not, on its own).
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        within: Duration,
+        call: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Stuck> {
+        let (answer, answered) = mpsc::sync_channel(1);
+        let call = Box::new(move || {
+            let _ = answer.send(call());
+        });
+        self.calls.send(call).map_err(|_| Stuck { what })?;
+        answered.recv_timeout(within).map_err(|_| Stuck { what })
+    }
 }
 
 /// A record's place: topic, partition, offset.
@@ -199,6 +264,11 @@ impl InTransaction<'_> {
         &self.transactions.broken
     }
 
+    /// The producer to write into the transaction with.
+    pub fn producer(&self) -> EddyProducer {
+        self.transactions.producer()
+    }
+
     /// Stages `next` as the offset of `topic`/`partition` to read next,
     /// `records` more records having finished, and what the last of them
     /// wrote: they commit together with what was written meanwhile.
@@ -239,52 +309,99 @@ impl InTransaction<'_> {
 /// Why a commit failed, and whether it may be tried again from the last one.
 struct Failed {
     error: anyhow::Error,
+    kind: FailedKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FailedKind {
+    /// Aborted, the transaction's records are handled again.
+    Abortable,
     /// The producer can do nothing more (fenced): eddy stops.
-    fatal: bool,
+    Fatal,
+    /// A call never returned: the producer is replaced, which aborts.
+    Stuck,
+}
+
+impl Failed {
+    fn abortable(error: anyhow::Error) -> Failed {
+        Failed {
+            error,
+            kind: FailedKind::Abortable,
+        }
+    }
+}
+
+impl From<Stuck> for Failed {
+    fn from(stuck: Stuck) -> Failed {
+        Failed {
+            error: anyhow::anyhow!(
+                "{} has not returned in {STUCK_AFTER:?}: the Kafka client is stuck (librdkafka \
+                 ignores this call's timeout when the group coordinator goes away, \
+                 confluentinc/librdkafka#5456)",
+                stuck.what
+            ),
+            kind: FailedKind::Stuck,
+        }
+    }
+}
+
+/// Takes `id` with `producer`, fencing any earlier producer with it and
+/// aborting what that left open. Waits for the brokers while they do not
+/// answer, until `process` is cancelled. Blocks.
+fn take_id(producer: &EddyProducer, id: &str, process: &CancellationToken) -> anyhow::Result<()> {
+    let mut waited = Duration::ZERO;
+    loop {
+        let started = Instant::now();
+        match producer.init_transactions(INIT_WAIT) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && !process.is_cancelled() => {
+                waited += started.elapsed();
+                tracing::warn!(
+                    transactional_id = id,
+                    "exactly-once: the brokers do not answer yet ({e}); still waiting \
+                     after {}s (transactions need Kafka 2.5 or later, with at least \
+                     transaction.state.log.min.isr brokers up)",
+                    waited.as_secs()
+                );
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot start transactions as {id:?} ([kafka] delivery = \
+                         \"exactly-once\"): the brokers must support them (Kafka 2.5 or \
+                         later, with at least transaction.state.log.min.isr brokers up)"
+                    )
+                });
+            }
+        }
+    }
 }
 
 impl Transactions {
     /// Takes the producer's `transactional.id` (fencing any earlier producer
     /// with it) and begins the first transaction. Waits for the brokers
     /// while they do not answer, until `process` (the process's token) is
-    /// cancelled. Blocks.
+    /// cancelled. `make_producer` makes the producers that replace a stuck
+    /// one. Blocks.
     pub fn start(
-        producer: EddyProducer,
+        (producer, retired): (EddyProducer, Retired),
+        make_producer: MakeProducer,
         id: &str,
         process: &CancellationToken,
     ) -> anyhow::Result<Transactions> {
-        let mut waited = Duration::ZERO;
-        loop {
-            let started = Instant::now();
-            match producer.init_transactions(INIT_WAIT) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && !process.is_cancelled() => {
-                    waited += started.elapsed();
-                    tracing::warn!(
-                        transactional_id = id,
-                        "exactly-once: the brokers do not answer yet ({e}); still waiting \
-                         after {}s (transactions need Kafka 2.5 or later, with at least \
-                         transaction.state.log.min.isr brokers up)",
-                        waited.as_secs()
-                    );
-                }
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "cannot start transactions as {id:?} ([kafka] delivery = \
-                             \"exactly-once\"): the brokers must support them (Kafka 2.5 or \
-                             later, with at least transaction.state.log.min.isr brokers up)"
-                        )
-                    });
-                }
-            }
-        }
+        take_id(&producer, id, process)?;
         producer
             .begin_transaction()
             .context("cannot begin a transaction")?;
         tracing::info!(transactional_id = id, "exactly-once: transactions started");
-        Ok(Transactions {
+        let client = Client {
             producer,
+            retired,
+            caller: Caller::spawn()?,
+        };
+        Ok(Transactions {
+            client: ArcSwap::from_pointee(client),
+            make_producer,
             id: id.to_string(),
             gate: RwLock::new(()),
             staged: Mutex::default(),
@@ -298,6 +415,44 @@ impl Transactions {
             stopped: process.child_token(),
             broken: CancellationToken::new(),
         })
+    }
+
+    /// The producer transactions are written with now.
+    fn producer(&self) -> EddyProducer {
+        self.client.load().producer.clone()
+    }
+
+    /// Makes `call` with the producer on the caller's thread, giving up on
+    /// it after [`STUCK_AFTER`].
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&EddyProducer) -> T + Send + 'static,
+    ) -> Result<T, Stuck> {
+        let client = self.client.load_full();
+        let producer = client.producer.clone();
+        client.caller.call(what, STUCK_AFTER, move || {
+            stuck_on_demand(what);
+            call(&producer)
+        })
+    }
+
+    /// Gives up the stuck producer for a new one that takes the same
+    /// `transactional.id`: that fences the stuck one and aborts its open
+    /// transaction. Blocks until the brokers let the new one in.
+    fn replace_producer(&self) -> anyhow::Result<()> {
+        let stuck = self.client.load_full();
+        stuck.retired.retire();
+        let (producer, retired) = (self.make_producer)()?;
+        take_id(&producer, &self.id, &self.stopped)?;
+        let caller = Caller::spawn()?;
+        self.client.store(Arc::new(Client {
+            producer,
+            retired,
+            caller,
+        }));
+        metrics::transaction_producer_replaced();
+        Ok(())
     }
 
     /// Waits for the right to write into the open transaction. `Cancelled`
@@ -363,7 +518,7 @@ impl Transactions {
 
     /// Begins the next transaction once the fetch loop has rewound.
     pub fn resume(&self) {
-        match self.producer.begin_transaction() {
+        match self.producer().begin_transaction() {
             Ok(()) => {
                 *locked(&self.doomed) = None;
                 self.rewinding.store(false, Ordering::Release);
@@ -489,10 +644,7 @@ impl Transactions {
         }
         let started = Instant::now();
         let committed = match doomed {
-            Some(reason) => Err(Failed {
-                error: anyhow::anyhow!(reason),
-                fatal: false,
-            }),
+            Some(reason) => Err(Failed::abortable(anyhow::anyhow!(reason))),
             None => self.try_commit(&mut staged, metadata),
         };
         match committed {
@@ -527,37 +679,54 @@ impl Transactions {
 
     /// Aborts the open transaction after `failed`, learns what its answers
     /// say about its records, and asks the fetch loop to rewind; or, if
-    /// the producer can do nothing more, stops transactions.
+    /// the producer can do nothing more, stops transactions. A producer
+    /// stuck in a call (or in the abort) is replaced instead: the new one
+    /// aborts what the stuck one left open.
     fn abort(&self, mut staged: Staged, failed: Failed, when: &str, started: Instant) -> Staged {
-        let mut tries = 0;
-        let aborted = loop {
-            tries += 1;
-            match self.producer.abort_transaction(CALL_WAIT) {
-                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < COMMIT_TRIES => {
-                    tracing::warn!("aborting the transaction, again: {e}");
+        let mut stuck = failed.kind == FailedKind::Stuck;
+        let mut aborted = match failed.kind {
+            FailedKind::Stuck => Ok(()),
+            FailedKind::Abortable | FailedKind::Fatal => match self.abort_transaction() {
+                Ok(aborted) => aborted.map_err(|e| format!("aborting it failed too ({e})")),
+                Err(in_abort) => {
+                    tracing::error!("{:#}", Failed::from(in_abort).error);
+                    stuck = true;
+                    Ok(())
                 }
-                aborted => break aborted,
-            }
+            },
         };
+        if stuck && aborted.is_ok() {
+            aborted = self
+                .replace_producer()
+                .map_err(|e| format!("the stuck producer could not be replaced ({e:#})"));
+        }
         metrics::transaction("aborted", started.elapsed());
         let what = format!(
             "the transaction of {} records was aborted ({when}): {:#}",
             staged.records, failed.error
         );
         match aborted {
-            Ok(()) if !failed.fatal => {
-                let deadline = Instant::now() + ANSWERS_WAIT;
-                for written in &mut staged.written {
-                    let poison = written.poison(deadline);
-                    if poison.is_known() {
-                        self.learn((written.at.clone(), poison));
+            Ok(()) if failed.kind != FailedKind::Fatal => {
+                // A stuck producer's answers may never come.
+                if !stuck {
+                    let deadline = Instant::now() + ANSWERS_WAIT;
+                    for written in &mut staged.written {
+                        let poison = written.poison(deadline);
+                        if poison.is_known() {
+                            self.learn((written.at.clone(), poison));
+                        }
                     }
                 }
                 self.rewinding.store(true, Ordering::Release);
                 self.rewind.notify_one();
+                let replaced = if stuck {
+                    "; a new producer took the transactional.id, fencing the stuck one"
+                } else {
+                    ""
+                };
                 tracing::warn!(
-                    "{what}; nothing of it is visible, and its records are handled again \
-                     from the last commit"
+                    "{what}{replaced}; nothing of it is visible, and its records are handled \
+                     again from the last commit"
                 );
             }
             Ok(()) => self.fail(format!(
@@ -565,11 +734,25 @@ impl Transactions {
                  committed offsets"
             )),
             Err(e) => self.fail(format!(
-                "{what}; aborting it failed too ({e}); eddy stops, and a restart handles \
-                 those records again from the committed offsets"
+                "{what}; {e}; eddy stops, and a restart handles those records again from \
+                 the committed offsets"
             )),
         }
         staged
+    }
+
+    /// Aborts the open transaction, again after a retriable error.
+    fn abort_transaction(&self) -> Result<KafkaResult<()>, Stuck> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.call("abort_transaction", |p| p.abort_transaction(CALL_WAIT))? {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < COMMIT_TRIES => {
+                    tracing::warn!("aborting the transaction, again: {e}");
+                }
+                aborted => return Ok(aborted),
+            }
+        }
     }
 
     fn try_commit(
@@ -578,9 +761,8 @@ impl Transactions {
         metadata: Option<ConsumerGroupMetadata>,
     ) -> Result<(), Failed> {
         self.flush(staged)?;
-        let metadata = metadata.ok_or_else(|| Failed {
-            error: anyhow::anyhow!("the consumer has no group metadata yet"),
-            fatal: false,
+        let metadata = metadata.ok_or_else(|| {
+            Failed::abortable(anyhow::anyhow!("the consumer has no group metadata yet"))
         })?;
         let mut offsets = TopicPartitionList::new();
         for (topic, partitions) in &staged.offsets {
@@ -590,18 +772,14 @@ impl Transactions {
                     .map_err(|e| self.explained(e))?;
             }
         }
-        let sent = {
-            // librdkafka may never return from this one (see `watchdog`).
-            let _armed = crate::watchdog::arm("send_offsets_to_transaction", STUCK_AFTER);
-            crate::watchdog::stuck_on_demand();
-            self.producer
-                .send_offsets_to_transaction(&offsets, &metadata, CALL_WAIT)
-        };
+        let sent = self.call("send_offsets_to_transaction", move |p| {
+            p.send_offsets_to_transaction(&offsets, &metadata, CALL_WAIT)
+        })?;
         sent.map_err(|e| self.explained(e))?;
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.producer.commit_transaction(CALL_WAIT) {
+            match self.call("commit_transaction", |p| p.commit_transaction(CALL_WAIT))? {
                 Ok(()) => break,
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && tries < COMMIT_TRIES => {
                     tracing::warn!("committing the transaction, again: {e}");
@@ -609,7 +787,7 @@ impl Transactions {
                 Err(e) => return Err(self.explained(e)),
             }
         }
-        self.producer
+        self.producer()
             .begin_transaction()
             .map_err(|e| self.explained(e))?;
         Ok(())
@@ -624,6 +802,7 @@ impl Transactions {
         let started = Instant::now();
         let deadline = started + CALL_WAIT;
         let mut say = started + GATE_SAY;
+        let producer = self.producer();
         loop {
             if Instant::now() >= say {
                 say += GATE_SAY;
@@ -632,7 +811,7 @@ impl Transactions {
                     started.elapsed()
                 );
             }
-            match self.producer.flush(FLUSH_STEP) {
+            match producer.flush(FLUSH_STEP) {
                 Ok(()) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => return Err(self.explained(e)),
                 Err(_) => {}
@@ -644,10 +823,7 @@ impl Transactions {
                 .map(|written| written.poison(now))
                 .find(Poison::is_known)
             {
-                return Err(Failed {
-                    error: anyhow::anyhow!("{}", poison.reason()),
-                    fatal: false,
-                });
+                return Err(Failed::abortable(anyhow::anyhow!("{}", poison.reason())));
             }
         }
     }
@@ -661,12 +837,27 @@ impl Transactions {
                      transactional.id {:?}; its work is theirs now",
                     self.id
                 ),
-                fatal: true,
+                kind: FailedKind::Fatal,
             },
-            _ => Failed {
-                error: error.into(),
-                fatal: false,
-            },
+            _ => Failed::abortable(error.into()),
+        }
+    }
+}
+
+/// Fault injection, for the test of a stuck call: when the file named by
+/// `EDDY_FAULT_STUCK_COMMIT` exists, the next `send_offsets_to_transaction`
+/// removes it and never returns, as librdkafka's does. Once per file;
+/// without the variable, nothing.
+fn stuck_on_demand(what: &str) {
+    static FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| std::env::var_os("EDDY_FAULT_STUCK_COMMIT").map(Into::into));
+    if what == "send_offsets_to_transaction"
+        && let Some(file) = file
+        && std::fs::remove_file(file).is_ok()
+    {
+        tracing::warn!("fault injection: this {what} never returns");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }

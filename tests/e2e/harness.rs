@@ -599,13 +599,6 @@ impl Eddy {
             .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 
-    /// Its exit status if eddy has exited; it can then be launched again.
-    pub fn reap(&mut self) -> Option<std::process::ExitStatus> {
-        let status = self.child.as_mut()?.try_wait().ok()??;
-        self.child = None;
-        Some(status)
-    }
-
     /// Sends `signal` (`STOP`, `CONT`, …) to the running eddy.
     pub fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("eddy is not running");

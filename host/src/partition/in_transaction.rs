@@ -4,7 +4,6 @@
 
 use rdkafka::message::OwnedMessage;
 
-use crate::app::Pipeline;
 use crate::dead_letter;
 use crate::produce::{self, NotTaken, Refused};
 use crate::reload::Snapshot;
@@ -14,7 +13,6 @@ use crate::transaction::{InTransaction, Poison, Position, Written};
 /// Writes `effects` into the transaction `held`, keeping the answers in
 /// `written`.
 pub(super) async fn write_effects(
-    pipeline: &Pipeline,
     held: &InTransaction<'_>,
     record: &OwnedMessage,
     effects: Vec<Effect>,
@@ -22,7 +20,7 @@ pub(super) async fn write_effects(
     written: &mut Written,
     snapshot: &Snapshot,
 ) -> Result<(), Spoilt> {
-    let (producer, token) = (&pipeline.producer, held.token());
+    let (producer, token) = (&held.producer(), held.token());
     for effect in effects {
         let (topic, error, attempts) = match effect {
             Effect::FollowUps {

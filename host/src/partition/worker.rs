@@ -340,17 +340,8 @@ impl Worker {
             partition: self.partition,
             offset: record.offset(),
         });
-        let pipeline = &self.pipeline;
-        if let Err(spoilt) = write_effects(
-            pipeline,
-            &held,
-            &record,
-            effects,
-            omit,
-            &mut written,
-            snapshot,
-        )
-        .await
+        if let Err(spoilt) =
+            write_effects(&held, &record, effects, omit, &mut written, snapshot).await
         {
             if !held.token().is_cancelled() {
                 held.doom(

@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, DeliveryMode};
 use crate::direct::{Backoff, Runner};
-use crate::kafka::{self, EddyProducer, KafkaErrors, ProducerContext};
+use crate::kafka::{self, EddyProducer, KafkaErrors, ProducerContext, Retired};
 use crate::runtime::Runtime;
 use execute::{Replay, load_plugins};
 use plan::{deleted_before, plan_spans, resume, scan};
@@ -243,8 +243,6 @@ fn producer(config: &Config, errors: &Arc<KafkaErrors>) -> anyhow::Result<EddyPr
 }
 
 fn context(config: &Config, errors: &Arc<KafkaErrors>) -> ProducerContext {
-    ProducerContext {
-        errors: errors.clone(),
-        token: config.kafka.security.token_source(),
-    }
+    let token = config.kafka.security.token_source();
+    ProducerContext::new(errors.clone(), token, Retired::default())
 }

@@ -14,7 +14,9 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use eddy_host::config::PluginSettings;
 use eddy_host::envelope;
 use eddy_host::runtime::{Outcome, Runtime, SlotReset, Trigger};
-use eddy_host::{Delivery, Event};
+use eddy_host::{Delivery, Event, trace};
+use rdkafka::Timestamp;
+use rdkafka::message::OwnedMessage;
 
 const EVENT: &str = r#"{"event_id": "bench-00000001", "event_type": "user.created",
     "timestamp": "2026-11-26T12:00:00.000000Z", "service_name": "user-service", "version": "1.0",
@@ -79,9 +81,23 @@ fn dispatch(c: &mut Criterion) {
                         key: Some(b"user-00001".to_vec()),
                         attempt: 1,
                     };
+                    // What the host does per record: read its trace context
+                    // and derive the handling span.
+                    let record = OwnedMessage::new(
+                        None,
+                        delivery.key.clone(),
+                        delivery.topic.clone(),
+                        Timestamp::NotAvailable,
+                        delivery.partition,
+                        delivery.offset,
+                        None,
+                    );
+                    let (record_trace, _) = trace::of_record(&record, None);
+                    let handling = trace::Handling::new(record_trace, &plugin.name);
                     let trigger = Trigger {
                         event: &event,
                         delivery: &delivery,
+                        handling: &handling,
                     };
                     let outcome = runtime.invoke(plugin, settings, trigger, Some(&mut warm));
                     assert!(matches!(outcome, Outcome::Handled(_)), "{outcome:?}");

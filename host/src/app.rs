@@ -31,8 +31,10 @@ use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Runtime, SlotReset};
 use crate::swap::Swap;
 use crate::transaction::Transactions;
-use crate::{http, metrics};
+use crate::{http, metrics, trace};
 
+/// Longest eddy waits at shutdown for the spans still queued to be sent.
+const SPANS_FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// How often eddy looks whether swap was turned on (see [`watch_swap`]).
 const SWAP_CHECK: Duration = Duration::from_secs(10);
 
@@ -65,6 +67,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     // Installed first, so what start-up counts (plugin loads) is kept.
     let metrics_handle = metrics::install();
+    trace::export::start(&config.telemetry, &config.kafka.group_id)?;
     let runtime = Arc::new(Runtime::new()?);
     let mut reloader = Reloader::new(runtime.clone(), &config);
     // Watch before the first scan, so a file that lands meanwhile is not missed.
@@ -224,6 +227,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
     pipeline.consumer.unsubscribe();
+    tokio::task::spawn_blocking(|| trace::export::flush(SPANS_FLUSH_WAIT))
+        .await
+        .ok();
     stop_http.cancel();
     match http.await {
         Ok(Ok(())) => {}

@@ -30,6 +30,10 @@ pub struct Config {
     /// Per-plugin settings, keyed by plugin name (the `.wasm` file stem).
     #[serde(default)]
     pub plugin: BTreeMap<String, PluginSettings>,
+    /// Span export; off unless an endpoint is named here or in the
+    /// environment.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// The file this was read from, if any; `eddy run` watches it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -127,6 +131,22 @@ pub struct PluginsConfig {
     /// Plugin files larger than this are refused unread. Default 32 MiB.
     #[serde(default = "default_max_plugin_bytes")]
     pub max_plugin_bytes: u64,
+}
+
+/// `[telemetry]`: where spans go (see `trace::export`). The standard
+/// `OTEL_*` variables override each key.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL, e.g. `http://otel-collector:4318`;
+    /// spans are posted to `<endpoint>/v1/traces`.
+    pub endpoint: Option<String>,
+    /// Default `eddy`.
+    pub service_name: Option<String>,
+    /// Default `parentbased_always_on`.
+    pub sampler: Option<String>,
+    /// The ratio of the `traceidratio` samplers, 0 to 1.
+    pub sampler_arg: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -384,6 +404,9 @@ impl Config {
     /// file or Kafka to find out. Empty when it is usable.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Err(problem) = crate::trace::export::settings(&self.telemetry) {
+            problems.push(format!("[telemetry]: {problem}"));
+        }
         let kafka = &self.kafka;
         if kafka.bootstrap_servers.trim().is_empty() {
             problems.push("[kafka] bootstrap_servers is empty".to_string());

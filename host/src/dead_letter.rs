@@ -16,7 +16,7 @@ use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::Failure;
 use crate::text::OneLine;
-use crate::{headers, metrics};
+use crate::{headers, metrics, trace};
 
 /// How long a dead letter waits for room in a full producer queue, in a
 /// transaction, before it is handed over again.
@@ -298,7 +298,10 @@ fn eddy_headers(
     record: &OwnedMessage,
     error: &RecordError,
     attempts: u32,
-) -> [(&'static str, String); 6] {
+) -> [(&'static str, String); 7] {
+    // A child of the span that gave the record up.
+    let (trace, _) = trace::of_record(record, None);
+    let handling = trace::Handling::new(trace, error.plugin().unwrap_or(""));
     [
         ("eddy-error", error.to_string()),
         ("eddy-plugin", error.plugin().unwrap_or("").to_string()),
@@ -306,6 +309,7 @@ fn eddy_headers(
         ("eddy-original-partition", record.partition().to_string()),
         ("eddy-original-offset", record.offset().to_string()),
         ("eddy-attempts", attempts.to_string()),
+        (trace::TRACEPARENT, handling.child_header()),
     ]
 }
 
@@ -318,7 +322,7 @@ pub fn headers_of(record: &OwnedMessage, error: &RecordError, attempts: u32) -> 
 /// A dead letter's headers: the record's own (unless left out), as bytes (a
 /// name need not be UTF-8), but not its `eddy-*` ones: a record could forge
 /// `eddy-original-topic` and mislead whoever redrives the dead letters.
-/// Then eddy's own, and what was left out.
+/// Then eddy's own (its `traceparent` among them), and what was left out.
 fn dead_letter_headers(
     record: &OwnedMessage,
     own: bool,
@@ -328,7 +332,10 @@ fn dead_letter_headers(
     let mut headers = OwnedHeaders::new();
     if let Some(original) = record.headers().filter(|_| own) {
         for (name, value) in headers::each(original) {
-            if !name.starts_with(b"eddy-") {
+            // Its `traceparent` is replaced by eddy's.
+            if !name.starts_with(b"eddy-")
+                && !name.eq_ignore_ascii_case(trace::TRACEPARENT.as_bytes())
+            {
                 headers::add(&mut headers, name, value);
             }
         }

@@ -19,7 +19,7 @@ use crate::dead_letter::{self, RecordError};
 use crate::dispatch::{self, Instances};
 use crate::reload::{Handler, Snapshot};
 use crate::runtime::{Failure, FollowUp, Outcome, Plugin, Runtime, Trigger};
-use crate::{produce, retry};
+use crate::{produce, retry, trace};
 
 /// How a retry's backoff passes.
 pub enum Backoff {
@@ -155,9 +155,11 @@ impl<'a> Runner<'a> {
                 Some(failure) => Outcome::Failed(failure),
                 None => {
                     let delivery = retry::delivery(&handled.record, attempt);
+                    let (record_trace, _) = trace::of_record(&handled.record, None);
                     let trigger = Trigger {
                         event,
                         delivery: &delivery,
+                        handling: &trace::Handling::new(record_trace, name),
                     };
                     self.runtime.invoke(&plugin, &settings, trigger, None)
                 }
@@ -219,11 +221,12 @@ impl Handled {
     fn follow_ups(&mut self, plugin: &Plugin, follow_ups: Vec<FollowUp>) {
         let hops = produce::hops_after(&self.record);
         for follow_up in follow_ups {
+            trace::produced(&follow_up.trace, &follow_up.topic, &follow_up.event_id);
             self.out.push(Out {
                 kind: Kind::FollowUp,
                 topic: follow_up.topic,
                 key: follow_up.key.map(String::into_bytes),
-                headers: produce::follow_up_headers(plugin, hops),
+                headers: produce::follow_up_headers(plugin, hops, &follow_up.trace),
                 payload: Some(follow_up.payload),
             });
         }

@@ -4,6 +4,7 @@
 //! published comes back to the partition's worker, which produces it.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rdkafka::Message;
 use rdkafka::message::OwnedMessage;
@@ -15,7 +16,7 @@ use crate::metrics::Tally;
 use crate::reload::{Handler, Snapshot};
 use crate::runtime::{Failure, FollowUp, Outcome, Plugin, Runtime, Trigger, Warm};
 use crate::text::OneLine;
-use crate::{envelope, headers};
+use crate::{envelope, headers, trace};
 
 /// The warm instances of one partition worker, by plugin name.
 pub type Instances = std::collections::HashMap<String, Option<Warm>>;
@@ -38,6 +39,10 @@ pub struct Ran {
 pub struct Stopped {
     pub left: Vec<String>,
     pub failure: Option<Failure>,
+    /// When the failed attempt began, and the guest log lines it left for
+    /// its span.
+    pub started: Option<SystemTime>,
+    pub logs: Vec<trace::GuestLog>,
 }
 
 impl Ran {
@@ -97,12 +102,30 @@ pub fn run_batch(
 fn run_record(
     runtime: &Runtime,
     snapshot: &Snapshot,
-    record: OwnedMessage,
+    mut record: OwnedMessage,
     delivery: &mut Delivery,
     instances: &mut Instances,
     tally: &mut Tally,
 ) -> Ran {
-    let event = match decode(snapshot, &record) {
+    let decoded = decode(snapshot, &record);
+    let (record_trace, malformed) = trace::of_record(
+        &record,
+        decoded.as_ref().ok().map(|event| event.metadata.as_slice()),
+    );
+    if let Some((text, why)) = malformed {
+        tracing::debug!(
+            topic = record.topic(),
+            partition = record.partition(),
+            offset = record.offset(),
+            "traceparent {text:?} is not W3C's ({why}); the event starts a new trace"
+        );
+    }
+    if let Ok(event) = &decoded {
+        // A context the payload carries is pinned to the record's headers,
+        // where retries and dead letters read it.
+        record = trace::pin_to_headers(record, &event.metadata);
+    }
+    let event = match decoded {
         Ok(event) => Arc::new(event),
         Err(error) => {
             return Ran {
@@ -151,7 +174,7 @@ fn run_record(
             None => {
                 stopped = Some(Stopped {
                     left: left(i),
-                    failure: None,
+                    ..Stopped::default()
                 });
                 break;
             }
@@ -159,15 +182,20 @@ fn run_record(
         if !instances.contains_key(name) {
             instances.insert(name.to_string(), None);
         }
+        let handling = trace::Handling::new(record_trace.clone(), name);
+        let started = SystemTime::now();
+        trace::collect_logs(&handling);
         let outcome = runtime.invoke(
             plugin,
             &snapshot.settings(name),
             Trigger {
                 event: &event,
                 delivery,
+                handling: &handling,
             },
             instances.get_mut(name),
         );
+        let logs = trace::take_logs();
         match outcome {
             Outcome::Handled(follow_ups) => {
                 tally.handled(
@@ -184,12 +212,25 @@ fn run_record(
                     follow_ups = follow_ups.len(),
                     "handled"
                 );
+                trace::consumed(trace::Consumed {
+                    record: &record,
+                    event: Some(&event),
+                    plugin: Some((name, &plugin.hash)),
+                    handling: &handling,
+                    started,
+                    retried: &[],
+                    attempts: 1,
+                    logs,
+                    dead_lettered: None,
+                });
                 handled.push((plugin.clone(), follow_ups));
             }
             Outcome::Failed(failure) => {
                 stopped = Some(Stopped {
                     left: left(i),
                     failure: Some(failure),
+                    started: Some(started),
+                    logs,
                 });
                 break;
             }

@@ -33,6 +33,7 @@
 //!   environment or files;
 //! - [`swap`]: whether pages can be swapped out, which decides how pool
 //!   slots are reset between instances;
+//! - `trace`: W3C trace context in and out, and OpenTelemetry span export;
 //! - `transaction`: exactly-once delivery, a record's effects and offset in
 //!   one Kafka transaction, and a new producer when one is stuck;
 //! - [`metrics`]: the Prometheus metrics, named in one place;
@@ -73,6 +74,7 @@ pub mod scaffold;
 pub mod security;
 pub mod swap;
 mod text;
+pub mod trace;
 mod transaction;
 
 pub use app::run;

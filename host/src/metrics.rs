@@ -18,6 +18,8 @@
 //! | `eddy_transactions_total` (exactly-once) | outcome (committed, aborted) |
 //! | `eddy_transaction_duration_seconds` (offsets sent to committed) | — |
 //! | `eddy_transaction_producers_replaced_total` (stuck in a call) | — |
+//! | `eddy_spans_exported_total` (OpenTelemetry export on) | — |
+//! | `eddy_spans_dropped_total` (queue full, collector unreachable) | reason |
 //! | `eddy_consumer_errors_total` (what the consumer handed back instead of records) | code |
 
 use std::sync::OnceLock;
@@ -162,6 +164,14 @@ pub fn transaction(outcome: &'static str, took: std::time::Duration) {
 /// A transactional producer stuck in a call was replaced by a new one.
 pub fn transaction_producer_replaced() {
     counter!("eddy_transaction_producers_replaced_total").increment(1);
+}
+
+pub fn spans_exported(count: usize) {
+    counter!("eddy_spans_exported_total").increment(count as u64);
+}
+
+pub fn spans_dropped(reason: &'static str, count: usize) {
+    counter!("eddy_spans_dropped_total", "reason" => reason).increment(count as u64);
 }
 
 pub fn consumer_error(code: String) {

@@ -27,6 +27,7 @@ use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::{FollowUp, Plugin};
 use crate::text::OneLine;
+use crate::trace::{self, FollowUpTrace};
 
 /// First wait for room in a full producer queue; it doubles up to
 /// [`QUEUE_FULL_MAX_WAIT`]. Acknowledgements empty the queue in
@@ -132,6 +133,7 @@ pub async fn produce(
     let hops = hops_after(cause);
     for follow_up in follow_ups {
         let ack = Ack::Waiting(enqueue(producer, token, &follow_up, plugin, hops).await?);
+        trace::produced(&follow_up.trace, &follow_up.topic, &follow_up.event_id);
         sent.push(Sent {
             follow_up,
             plugin: plugin.clone(),
@@ -306,7 +308,7 @@ async fn enqueue(
 ) -> Result<DeliveryFuture, NotTaken> {
     let mut record = FutureRecord::to(&follow_up.topic)
         .payload(&follow_up.payload)
-        .headers(follow_up_headers(plugin, hops));
+        .headers(follow_up_headers(plugin, hops, &follow_up.trace));
     if let Some(key) = &follow_up.key {
         record = record.key(key);
     }
@@ -398,8 +400,8 @@ pub fn hops_after(cause: &OwnedMessage) -> u32 {
 }
 
 /// The headers every follow-up of `plugin` carries.
-pub fn follow_up_headers(plugin: &Plugin, hops: u32) -> OwnedHeaders {
-    OwnedHeaders::new_with_capacity(4)
+pub fn follow_up_headers(plugin: &Plugin, hops: u32, trace: &FollowUpTrace) -> OwnedHeaders {
+    let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "content-type",
             value: Some("application/json"),
@@ -416,4 +418,15 @@ pub fn follow_up_headers(plugin: &Plugin, hops: u32) -> OwnedHeaders {
             key: headers::HOPS,
             value: Some(&hops.to_string()),
         })
+        .insert(Header {
+            key: trace::TRACEPARENT,
+            value: Some(&trace.header()),
+        });
+    match &trace.state {
+        Some(state) => headers.insert(Header {
+            key: trace::TRACESTATE,
+            value: Some(state),
+        }),
+        None => headers,
+    }
 }

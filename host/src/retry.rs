@@ -3,7 +3,7 @@
 //! partition waits. Every wait selects on the worker's token.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rand::Rng;
 use rdkafka::Message;
@@ -22,6 +22,7 @@ use crate::produce::{self, NotTaken, Refused};
 use crate::reload::{Handler, Snapshot};
 use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin};
 use crate::text::OneLine;
+use crate::trace;
 
 /// First retry delay; it doubles per attempt up to [`MAX_BACKOFF`], with jitter.
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
@@ -93,6 +94,18 @@ pub async fn finish(
         let event = match ran.event {
             Ok(event) => event,
             Err(error) => {
+                let (record_trace, _) = trace::of_record(record, None);
+                trace::consumed(trace::Consumed {
+                    record,
+                    event: None,
+                    plugin: None,
+                    handling: &trace::Handling::new(record_trace, ""),
+                    started: SystemTime::now(),
+                    retried: &[],
+                    attempts: 0,
+                    logs: Vec::new(),
+                    dead_lettered: Some((error.reason(), error.to_string())),
+                });
                 let topic = dead_letter::topic_for(None, record.topic());
                 return dead_letter(pipeline, token, record, topic, error, 0, deferred).await;
             }
@@ -133,7 +146,11 @@ pub async fn finish(
             dead_letter_refused(pipeline, token, record, snapshot, refused, 1).await?;
         }
         let stopped = ran.stopped.unwrap_or_default();
-        let mut first = stopped.failure;
+        let mut first = stopped.failure.map(|failure| FirstAttempt {
+            failure,
+            started: stopped.started.unwrap_or_else(SystemTime::now),
+            logs: stopped.logs,
+        });
         for plugin in &stopped.left {
             // The first attempt of the plugin that stopped the pass ran
             // already; the plugins after it have not run.
@@ -157,8 +174,8 @@ pub async fn finish(
 }
 
 /// Runs `plugin` on the event until it is handled (its follow-ups
-/// acknowledged, or deferred) or dead-lettered. `first` is the failure of
-/// an attempt that ran already.
+/// acknowledged, or deferred) or dead-lettered. `first` is the attempt
+/// that ran already, if it failed.
 #[allow(clippy::too_many_arguments)]
 async fn deliver(
     pipeline: &Pipeline,
@@ -167,9 +184,33 @@ async fn deliver(
     event: &Arc<Event>,
     plugin: &str,
     snapshot: &Snapshot,
-    mut first: Option<Failure>,
+    first: Option<FirstAttempt>,
     deferred: &mut Deferred,
 ) -> Result<(), Cancelled> {
+    let (record_trace, _) = trace::of_record(record, None);
+    let handling = trace::Handling::new(record_trace, plugin);
+    let mut span = Span {
+        started: first.as_ref().map_or_else(SystemTime::now, |f| f.started),
+        retried: Vec::new(),
+        logs: Vec::new(),
+    };
+    let mut first = first.map(|first| {
+        span.logs = first.logs;
+        first.failure
+    });
+    let consumed = |span: Span, version: &str, attempts: u32, dead: Option<&RecordError>| {
+        trace::consumed(trace::Consumed {
+            record,
+            event: Some(event),
+            plugin: Some((plugin, version)),
+            handling: &handling,
+            started: span.started,
+            retried: &span.retried,
+            attempts,
+            logs: span.logs,
+            dead_lettered: dead.map(|error| (error.reason(), error.to_string())),
+        });
+    };
     let settings = snapshot.settings(plugin);
     let dead_letter_topic = settings.dead_letter_topic_for(record.topic());
     let loaded = match snapshot.handler(plugin) {
@@ -184,38 +225,48 @@ async fn deliver(
                 plugin: plugin.to_string(),
                 dir: snapshot.config.plugins.dir.clone(),
             };
+            consumed(span, "", 0, Some(&error));
             let topic = dead_letter_topic;
             return dead_letter(pipeline, token, record, topic, error, 0, deferred).await;
         }
     };
     let mut attempt: u32 = 1;
     loop {
+        let attempted_at = SystemTime::now();
         let outcome = match first.take() {
             Some(failure) => Outcome::Failed(failure),
             None => {
                 let delivery = delivery(record, attempt);
-                let (runtime, plugin, settings, event) = (
+                let (runtime, plugin, settings, event, handling) = (
                     pipeline.runtime.clone(),
                     loaded.clone(),
                     settings.clone(),
                     event.clone(),
+                    handling.clone(),
                 );
                 // Awaited even when the worker is told to stop: nothing of
                 // a worker outlives it, and `timeout_ms` bounds the attempt.
-                tokio::task::spawn_blocking(move || {
+                let ran = tokio::task::spawn_blocking(move || {
                     let trigger = crate::runtime::Trigger {
                         event: &event,
                         delivery: &delivery,
+                        handling: &handling,
                     };
-                    runtime.invoke(&plugin, &settings, trigger, None)
+                    trace::collect_logs(&handling);
+                    let outcome = runtime.invoke(&plugin, &settings, trigger, None);
+                    (outcome, trace::take_logs())
                 })
-                .await
-                .unwrap_or_else(|e| {
-                    Outcome::Failed(Failure {
+                .await;
+                match ran {
+                    Ok((outcome, logs)) => {
+                        span.logs.extend(logs);
+                        outcome
+                    }
+                    Err(e) => Outcome::Failed(Failure {
                         kind: FailureKind::Trap,
                         message: format!("the host task running the handler failed: {e}"),
-                    })
-                })
+                    }),
+                }
             }
         };
         if token.is_cancelled() {
@@ -223,6 +274,7 @@ async fn deliver(
         }
         match outcome {
             Outcome::Handled(follow_ups) => {
+                consumed(span, &loaded.hash, attempt, None);
                 let count = follow_ups.len();
                 let mut tally = Tally::default();
                 tally.handled(
@@ -269,6 +321,11 @@ async fn deliver(
                     "attempt failed, retrying in {delay:?}: {}",
                     failure.reason()
                 );
+                span.retried.push(trace::Attempted {
+                    at: attempted_at,
+                    attempt,
+                    failure: Some((failure.kind.as_str(), failure.message.clone())),
+                });
                 pause(token, delay).await?;
                 attempt += 1;
             }
@@ -278,11 +335,26 @@ async fn deliver(
                     plugin: plugin.to_string(),
                     failure,
                 };
+                consumed(span, &loaded.hash, attempt, Some(&error));
                 let topic = dead_letter_topic;
                 return dead_letter(pipeline, token, record, topic, error, attempt, deferred).await;
             }
         }
     }
+}
+
+/// A plugin's first attempt, made by the first pass, that failed.
+struct FirstAttempt {
+    failure: Failure,
+    started: SystemTime,
+    logs: Vec<trace::GuestLog>,
+}
+
+/// What a handling span gathers over the attempts.
+struct Span {
+    started: SystemTime,
+    retried: Vec<trace::Attempted>,
+    logs: Vec<trace::GuestLog>,
 }
 
 /// Dead-letters `record` now, or defers the dead letter.

@@ -30,6 +30,7 @@ use crate::limits::{Limits, PastMemoryLimit};
 use crate::output::GuestOutput;
 use crate::swap::Swap;
 use crate::text::OneLine;
+use crate::trace::{FollowUpTrace, Handling};
 use crate::{envelope, metrics};
 
 /// How often the epoch advances; deadlines are rounded up to it.
@@ -66,6 +67,8 @@ pub struct FollowUp {
     pub key: Option<String>,
     pub payload: Vec<u8>,
     pub event_id: String,
+    /// Its PRODUCER span, under the handling span.
+    pub trace: FollowUpTrace,
 }
 
 /// What one attempt of one plugin on one event came to.
@@ -133,6 +136,8 @@ impl Failure {
 pub struct Trigger<'a> {
     pub event: &'a Event,
     pub delivery: &'a Delivery,
+    /// The plugin's handling span of the record.
+    pub handling: &'a Handling,
 }
 
 /// How a pool slot is made fresh for the next instance, so that no event
@@ -384,6 +389,7 @@ impl Runtime {
             record: RecordId::default(),
             deadline: Instant::now() + Duration::from_millis(settings.timeout_ms),
             trigger_correlation: String::new(),
+            handling: None,
             follow_ups: Vec::new(),
             follow_up_bytes: 0,
             log_lines: 0,
@@ -499,6 +505,8 @@ pub struct HostState {
     /// clock cannot sleep past it.
     deadline: Instant,
     trigger_correlation: String,
+    /// The handling span of the event in hand: its follow-ups' parent.
+    handling: Option<Handling>,
     follow_ups: Vec<FollowUp>,
     follow_up_bytes: usize,
     /// `log` calls of the event in hand.
@@ -526,6 +534,7 @@ impl HostState {
         self.record.event_id.clone_from(&event.event_id);
         self.trigger_correlation
             .clone_from(event.correlation_id.as_ref().unwrap_or(&event.event_id));
+        self.handling = Some(trigger.handling.clone());
         self.follow_ups.clear();
         self.follow_up_bytes = 0;
         self.log_lines = 0;
@@ -640,11 +649,19 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
             )));
         }
         self.follow_up_bytes += size;
+        let handling = self.handling.as_ref().ok_or_else(|| {
+            PublishError::Invalid("publish outside the handling of an event".into())
+        })?;
+        let trace = handling.follow_up(|| {
+            let causation = event.causation_id.clone().unwrap_or_default();
+            (causation, event.correlation_id.clone().unwrap_or_default())
+        });
         self.follow_ups.push(FollowUp {
             topic,
             key,
             payload,
             event_id: event.event_id,
+            trace,
         });
         Ok(())
     }
@@ -663,6 +680,7 @@ impl bindings::eddy::plugin::log::Host for HostState {
                 format!("(log lines after {MAX_LOG_LINES} of this event are dropped) {message}");
         }
         let message = capped_to(message, MAX_LOG_LINE_BYTES);
+        crate::trace::guest_log(level_name(level), &message);
         let message = OneLine(&message);
         let plugin = self.plugin.as_str();
         let event_id = OneLine(&self.record.event_id);
@@ -679,6 +697,16 @@ impl bindings::eddy::plugin::log::Host for HostState {
 impl bindings::eddy::plugin::config::Host for HostState {
     fn get(&mut self, name: String) -> Option<String> {
         self.settings.config.get(&name).cloned()
+    }
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
     }
 }
 

@@ -14,10 +14,11 @@ use anyhow::Context;
 use serde_json::Value;
 
 /// Fields compared by shape only, as paths into an effect.
-const BY_SHAPE: [&str; 3] = [
+const BY_SHAPE: [&str; 4] = [
     "value.event_id",
     "value.timestamp",
     "headers.eddy-plugin-version",
+    "headers.traceparent",
 ];
 
 /// The effects in an expected file, as JSON values.
@@ -152,6 +153,8 @@ fn shape(value: &Value) -> &'static str {
     let uuid = parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12]) && parts.iter().all(|p| hex(p));
     if uuid {
         "a UUID"
+    } else if crate::trace::TraceParent::parse(text).is_ok() {
+        "a W3C traceparent"
     } else if time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .is_ok()
     {

@@ -137,6 +137,9 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
             .extend(deleted_before(&consumer, topic, &spans, from_time)?);
     }
     let runtime = Runtime::new()?;
+    // A replayed event starts a new trace, linked to the original's.
+    crate::trace::link_instead_of_continuing();
+    crate::trace::export::start(&config.telemetry, &group)?;
     let plugins = load_plugins(&runtime, &config, &plan)?;
     println!("{}", plan.describe(options, &spans, &resumed, &group));
     if let Some(problem) = plan.problems.first() {
@@ -176,6 +179,7 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         Ok(true)
     })?;
     let summary = replay.finish()?;
+    crate::trace::export::flush(std::time::Duration::from_secs(5));
     if !finished {
         bail!("interrupted after {summary}; run the same command again to resume");
     }

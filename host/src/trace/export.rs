@@ -1,0 +1,578 @@
+//! OpenTelemetry export of eddy's spans over OTLP/HTTP (protobuf), off by
+//! default. Switched on by the standard variables
+//! (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`) or
+//! `[telemetry] endpoint`; `OTEL_SDK_DISABLED=true` or
+//! `OTEL_TRACES_EXPORTER=none` switch it off again. `OTEL_SERVICE_NAME`,
+//! `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (or their
+//! `[telemetry]` keys) name the service and choose what is sampled.
+//!
+//! Spans are built here whole, with the ids [`super`] derived, as the
+//! SDK's `SpanData`, and handed to the OTLP exporter of the standard crate.
+//! A handler thread never waits for export: a finished span is put on a
+//! bounded queue, or dropped and counted (`eddy_spans_dropped_total`) when
+//! the queue is full because the collector is slow or away. One thread
+//! sends the queue in batches.
+//!
+//! The exporter's HTTP client is eddy's own, blocking, plain HTTP with
+//! timeouts: the collector is expected beside eddy (an OpenTelemetry
+//! Collector sidecar or node agent, which forwards over TLS).
+
+use std::borrow::Cow;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use opentelemetry::trace::{
+    Event as SpanEvent, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId,
+    TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter as _, SpanLinks};
+
+use super::{Consumed, FollowUpTrace, TraceParent};
+use crate::config::TelemetryConfig;
+use crate::metrics;
+
+/// Spans a batch holds at most.
+const BATCH: usize = 512;
+/// Spans waiting for export at most, by default (`OTEL_BSP_MAX_QUEUE_SIZE`).
+const QUEUE: usize = 2048;
+/// Longest a finished span waits for its batch, by default
+/// (`OTEL_BSP_SCHEDULE_DELAY`, milliseconds).
+const DELAY: Duration = Duration::from_secs(1);
+/// Longest the collector may take to accept a connection, and to answer.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+const ANSWER_WAIT: Duration = Duration::from_secs(10);
+/// How often failed exports are said again.
+const SAY_AGAIN: Duration = Duration::from_secs(60);
+
+/// What decides whether a trace is recorded.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampler {
+    /// A record's own context decides when it has one.
+    parent_based: bool,
+    /// The share of new traces recorded: 1.0 always, 0.0 never.
+    ratio: f64,
+}
+
+impl Sampler {
+    fn parse(name: &str, arg: Option<f64>) -> Result<Sampler, String> {
+        let ratio = || match arg {
+            Some(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+            Some(ratio) => Err(format!("the sampler ratio {ratio} is not within 0 to 1")),
+            None => Ok(1.0),
+        };
+        let (parent_based, ratio) = match name {
+            "always_on" => (false, 1.0),
+            "always_off" => (false, 0.0),
+            "traceidratio" => (false, ratio()?),
+            "parentbased_always_on" => (true, 1.0),
+            "parentbased_always_off" => (true, 0.0),
+            "parentbased_traceidratio" => (true, ratio()?),
+            other => {
+                return Err(format!(
+                    "unknown sampler {other:?}: always_on, always_off, traceidratio, \
+                     parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+                ));
+            }
+        };
+        Ok(Sampler {
+            parent_based,
+            ratio,
+        })
+    }
+
+    /// Whether a new trace with this id is recorded: the same answer the
+    /// OpenTelemetry SDKs give, from the id's lower 63 bits.
+    fn root(&self, trace_id: &[u8; 16]) -> bool {
+        let low = u64::from_be_bytes(trace_id[8..].try_into().unwrap_or_default()) >> 1;
+        self.ratio >= 1.0 || (low as f64) < self.ratio * (1u64 << 63) as f64
+    }
+}
+
+/// Where spans go, resolved from `[telemetry]` and the environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The full URL spans are posted to.
+    pub endpoint: String,
+    pub service_name: String,
+    sampler: Sampler,
+    queue: usize,
+    delay: Duration,
+}
+
+/// The export settings, or `None` when export is off; an error names what
+/// is wrong.
+pub fn settings(config: &TelemetryConfig) -> Result<Option<Settings>, String> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none")
+    {
+        return Ok(None);
+    }
+    let endpoint = match (
+        var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+        var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        &config.endpoint,
+    ) {
+        (Some(full), _, _) => full,
+        (None, Some(base), _) => traces_url(&base),
+        (None, None, Some(base)) if !base.trim().is_empty() => traces_url(base),
+        _ => return Ok(None),
+    };
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Err(format!(
+            "the OTLP endpoint {endpoint:?} is not http://: eddy sends spans over plain HTTP \
+             to a collector beside it (an OpenTelemetry Collector, which can forward over TLS)"
+        ));
+    };
+    if rest.split('/').next().is_none_or(str::is_empty) {
+        return Err(format!("the OTLP endpoint {endpoint:?} names no host"));
+    }
+    let sampler_name = var("OTEL_TRACES_SAMPLER")
+        .or_else(|| config.sampler.clone())
+        .unwrap_or_else(|| "parentbased_always_on".to_string());
+    let sampler_arg = match var("OTEL_TRACES_SAMPLER_ARG") {
+        Some(arg) => Some(
+            arg.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("OTEL_TRACES_SAMPLER_ARG {arg:?} is not a number"))?,
+        ),
+        None => config.sampler_arg,
+    };
+    let number = |name: &str| -> Result<Option<u64>, String> {
+        var(name)
+            .map(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("{name} {v:?} is not a whole number"))
+            })
+            .transpose()
+    };
+    Ok(Some(Settings {
+        endpoint,
+        service_name: var("OTEL_SERVICE_NAME")
+            .or_else(|| config.service_name.clone())
+            .unwrap_or_else(|| "eddy".to_string()),
+        sampler: Sampler::parse(sampler_name.trim(), sampler_arg)?,
+        queue: number("OTEL_BSP_MAX_QUEUE_SIZE")?.map_or(QUEUE, |n| n.max(1) as usize),
+        delay: number("OTEL_BSP_SCHEDULE_DELAY")?.map_or(DELAY, Duration::from_millis),
+    }))
+}
+
+fn traces_url(base: &str) -> String {
+    format!("{}/v1/traces", base.trim().trim_end_matches('/'))
+}
+
+/// The running export.
+struct Export {
+    queue: SyncSender<Message>,
+    group: String,
+    scope: InstrumentationScope,
+}
+
+enum Message {
+    Span(Box<SpanData>),
+    /// Send what is queued, then answer.
+    Flush(SyncSender<()>),
+}
+
+static EXPORT: OnceLock<Export> = OnceLock::new();
+static SAMPLER: OnceLock<Sampler> = OnceLock::new();
+
+/// Whether spans are exported.
+pub fn is_on() -> bool {
+    EXPORT.get().is_some()
+}
+
+/// Whether a new trace with this id is recorded. With export off, none is:
+/// its `traceparent`s say so.
+pub fn root_sampled(trace_id: &[u8; 16]) -> bool {
+    SAMPLER.get().is_some_and(|sampler| sampler.root(trace_id))
+}
+
+/// Whether a trace a record continues is recorded here, its writer having
+/// said `parent_sampled`. With export off, the writer's word is passed on.
+pub fn sampled(parent_sampled: bool, trace_id: &[u8; 16]) -> bool {
+    match SAMPLER.get() {
+        Some(sampler) if !sampler.parent_based => sampler.root(trace_id),
+        _ => parent_sampled,
+    }
+}
+
+/// Starts exporting spans if `config` and the environment say so; `group`
+/// is the consumer group spans name. Once per process.
+pub fn start(config: &TelemetryConfig, group: &str) -> anyhow::Result<()> {
+    let Some(settings) = settings(config).map_err(anyhow::Error::msg)? else {
+        return Ok(());
+    };
+    let resource = Resource::builder_empty()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(settings.endpoint.clone())
+        .with_http_client(PlainHttp)
+        .build()
+        .context("cannot make the OTLP span exporter")?;
+    exporter.set_resource(&resource);
+    let (queue, queued) = mpsc::sync_channel(settings.queue);
+    let delay = settings.delay;
+    std::thread::Builder::new()
+        .name("eddy-spans".into())
+        .spawn(move || send_batches(&exporter, &queued, delay))
+        .context("cannot start the span export thread")?;
+    let export = Export {
+        queue,
+        group: group.to_string(),
+        scope: InstrumentationScope::builder("eddy")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build(),
+    };
+    let _ = SAMPLER.set(settings.sampler);
+    let _ = EXPORT.set(export);
+    tracing::info!(
+        endpoint = settings.endpoint,
+        service = settings.service_name,
+        "exporting spans over OTLP/HTTP"
+    );
+    Ok(())
+}
+
+/// Sends what is queued, waiting at most `within`: at shutdown.
+pub fn flush(within: Duration) {
+    let Some(export) = EXPORT.get() else {
+        return;
+    };
+    let (done, flushed) = mpsc::sync_channel(1);
+    if export.queue.send(Message::Flush(done)).is_ok() && flushed.recv_timeout(within).is_err() {
+        tracing::warn!("spans not all sent to the collector within {within:?}");
+    }
+}
+
+fn queue(span: SpanData) {
+    let Some(export) = EXPORT.get() else {
+        return;
+    };
+    match export.queue.try_send(Message::Span(Box::new(span))) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => metrics::spans_dropped("queue-full", 1),
+        Err(TrySendError::Disconnected(_)) => metrics::spans_dropped("export-stopped", 1),
+    }
+}
+
+fn send_batches(
+    exporter: &opentelemetry_otlp::SpanExporter,
+    queued: &Receiver<Message>,
+    delay: Duration,
+) {
+    let mut said = None::<Instant>;
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Ok(first) = queued.recv() {
+        let deadline = Instant::now() + delay;
+        let mut next = Some(first);
+        let mut flushed = None;
+        while let Some(message) = next.take() {
+            match message {
+                Message::Span(span) => batch.push(*span),
+                Message::Flush(done) => {
+                    flushed = Some(done);
+                    break;
+                }
+            }
+            if batch.len() >= BATCH {
+                break;
+            }
+            match queued.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(message) => next = Some(message),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            }
+        }
+        if !batch.is_empty() {
+            let count = batch.len();
+            let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            match futures::executor::block_on(exporter.export(spans)) {
+                Ok(()) => metrics::spans_exported(count),
+                Err(e) => {
+                    metrics::spans_dropped("export-failed", count);
+                    if said.is_none_or(|at| at.elapsed() >= SAY_AGAIN) {
+                        said = Some(Instant::now());
+                        tracing::warn!(
+                            "cannot send {count} spans to the collector: {e}; they are \
+                             dropped (eddy_spans_dropped_total), events flow on; said again \
+                             at most once a minute"
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(done) = flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn span_context(trace_id: [u8; 16], span_id: [u8; 8], remote: bool) -> SpanContext {
+    SpanContext::new(
+        TraceId::from_bytes(trace_id),
+        SpanId::from_bytes(span_id),
+        TraceFlags::SAMPLED,
+        remote,
+        TraceState::NONE,
+    )
+}
+
+fn text(value: &str) -> opentelemetry::Value {
+    opentelemetry::Value::String(value.to_string().into())
+}
+
+/// The CONSUMER span of one plugin's handling of one record.
+pub(super) fn consumer_span(consumed: Consumed<'_>) {
+    let Some(export) = EXPORT.get() else {
+        return;
+    };
+    let (record, handling) = (consumed.record, consumed.handling);
+    let topic = rdkafka::Message::topic(record);
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "kafka"),
+        KeyValue::new("messaging.operation.type", "process"),
+        KeyValue::new("messaging.operation.name", "process"),
+        KeyValue::new("messaging.destination.name", text(topic)),
+        KeyValue::new(
+            "messaging.destination.partition.id",
+            rdkafka::Message::partition(record).to_string(),
+        ),
+        KeyValue::new("messaging.kafka.offset", rdkafka::Message::offset(record)),
+        KeyValue::new("messaging.consumer.group.name", text(&export.group)),
+        KeyValue::new("eddy.attempts", i64::from(consumed.attempts)),
+    ];
+    if let Some(key) = rdkafka::Message::key(record) {
+        attributes.push(KeyValue::new(
+            "messaging.kafka.message.key",
+            String::from_utf8_lossy(key).into_owned(),
+        ));
+    }
+    if let Some((name, version)) = consumed.plugin {
+        attributes.push(KeyValue::new("eddy.plugin", text(name)));
+        attributes.push(KeyValue::new("eddy.plugin.version", text(version)));
+    }
+    if let Some(event) = consumed.event {
+        attributes.push(KeyValue::new("eddy.event_id", text(&event.event_id)));
+        attributes.push(KeyValue::new("eddy.event_type", text(&event.event_type)));
+        if let Some(causation) = &event.causation_id {
+            attributes.push(KeyValue::new("eddy.causation_id", text(causation)));
+        }
+        let correlation = event.correlation_id.as_ref().unwrap_or(&event.event_id);
+        attributes.push(KeyValue::new("eddy.correlation_id", text(correlation)));
+    }
+    let mut events = SpanEvents::default();
+    for retried in consumed.retried {
+        let mut attributes = vec![KeyValue::new("eddy.attempt", i64::from(retried.attempt))];
+        if let Some((kind, message)) = &retried.failure {
+            attributes.push(KeyValue::new("error.type", *kind));
+            attributes.push(KeyValue::new("exception.message", text(message)));
+        }
+        events
+            .events
+            .push(SpanEvent::new("retry", retried.at, attributes, 0));
+    }
+    for log in consumed.logs {
+        let attributes = vec![
+            KeyValue::new("log.level", log.level),
+            KeyValue::new("log.message", log.message),
+        ];
+        events
+            .events
+            .push(SpanEvent::new("guest.log", log.at, attributes, 0));
+    }
+    events.events.sort_by_key(|event| event.timestamp);
+    let status = match consumed.dead_lettered {
+        Some((kind, reason)) => {
+            attributes.push(KeyValue::new("error.type", text(kind)));
+            attributes.push(KeyValue::new("eddy.outcome", "dead-lettered"));
+            Status::error(reason)
+        }
+        None => {
+            attributes.push(KeyValue::new("eddy.outcome", "handled"));
+            Status::Unset
+        }
+    };
+    let mut links = SpanLinks::default();
+    if let Some(original) = handling.trace.link {
+        links
+            .links
+            .push(Link::with_context(original_context(original)));
+    }
+    let trace = &handling.trace;
+    queue(SpanData {
+        span_context: span_context(trace.trace_id, handling.span_id, false),
+        parent_span_id: trace.parent.map_or(SpanId::INVALID, SpanId::from_bytes),
+        parent_span_is_remote: trace.parent.is_some(),
+        span_kind: SpanKind::Consumer,
+        name: Cow::Owned(format!("process {topic}")),
+        start_time: consumed.started,
+        end_time: SystemTime::now(),
+        attributes,
+        dropped_attributes_count: 0,
+        events,
+        links,
+        status,
+        instrumentation_scope: export.scope.clone(),
+    });
+}
+
+fn original_context(original: TraceParent) -> SpanContext {
+    let flags = if original.sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    SpanContext::new(
+        TraceId::from_bytes(original.trace_id),
+        SpanId::from_bytes(original.span_id),
+        flags,
+        true,
+        TraceState::NONE,
+    )
+}
+
+/// The PRODUCER span of one follow-up, under its handling span.
+pub(super) fn producer_span(trace: &FollowUpTrace, topic: &str, event_id: &str) {
+    let Some(export) = EXPORT.get() else {
+        return;
+    };
+    let mut attributes = vec![
+        KeyValue::new("messaging.system", "kafka"),
+        KeyValue::new("messaging.operation.type", "send"),
+        KeyValue::new("messaging.operation.name", "send"),
+        KeyValue::new("messaging.destination.name", text(topic)),
+        KeyValue::new("eddy.event_id", text(event_id)),
+    ];
+    if let Some(ids) = &trace.ids {
+        attributes.push(KeyValue::new("eddy.causation_id", text(&ids.causation)));
+        attributes.push(KeyValue::new("eddy.correlation_id", text(&ids.correlation)));
+    }
+    queue(SpanData {
+        span_context: span_context(trace.parent.trace_id, trace.parent.span_id, false),
+        parent_span_id: SpanId::from_bytes(trace.handling),
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Producer,
+        name: Cow::Owned(format!("send {topic}")),
+        start_time: trace.at,
+        end_time: SystemTime::now(),
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status: Status::Unset,
+        instrumentation_scope: export.scope.clone(),
+    });
+}
+
+/// The exporter's HTTP client: one plain HTTP/1.1 POST per batch, with
+/// timeouts, on the export thread.
+#[derive(Debug)]
+struct PlainHttp;
+
+#[async_trait::async_trait]
+impl HttpClient for PlainHttp {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        post(&request)
+    }
+}
+
+fn post(request: &Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+    let uri = request.uri();
+    let host = uri.host().ok_or("the endpoint names no host")?;
+    let port = uri.port_u16().unwrap_or(80);
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let address = (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to no address"))?;
+    let mut stream = TcpStream::connect_timeout(&address, CONNECT_WAIT)?;
+    stream.set_read_timeout(Some(ANSWER_WAIT))?;
+    stream.set_write_timeout(Some(ANSWER_WAIT))?;
+    let mut head = format!("POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+    for (name, value) in request.headers() {
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    let body = request.body();
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    ));
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    // Only the status matters: the answer's body may be chunked, and an
+    // export's partial success is not acted on.
+    let mut answer = Vec::with_capacity(256);
+    let mut chunk = [0; 256];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let read = stream.read(&mut chunk)?;
+        if read == 0 || answer.len() > 8192 {
+            break;
+        }
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    let line = String::from_utf8_lossy(&answer);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok())
+        .ok_or_else(|| {
+            format!(
+                "the collector's answer is not HTTP: {:?}",
+                line.lines().next()
+            )
+        })?;
+    Ok(Response::builder().status(status).body(Bytes::new())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_are_named_as_the_standard_variables_name_them() {
+        let always = Sampler::parse("parentbased_always_on", None).unwrap();
+        assert!(always.parent_based && always.root(&[0xff; 16]));
+        let never = Sampler::parse("always_off", None).unwrap();
+        assert!(!never.root(&[1; 16]));
+        let half = Sampler::parse("traceidratio", Some(0.5)).unwrap();
+        let mut low = [0; 16];
+        low[15] = 2;
+        assert!(half.root(&low));
+        assert!(!half.root(&[0xff; 16]));
+        assert!(Sampler::parse("traceidratio", Some(1.5)).is_err());
+        assert!(Sampler::parse("sometimes", None).is_err());
+    }
+
+    #[test]
+    fn export_is_off_unless_an_endpoint_is_named_and_only_plain_http_is_taken() {
+        let config = TelemetryConfig::default();
+        assert_eq!(settings(&config), Ok(None));
+        let config = TelemetryConfig {
+            endpoint: Some("http://collector:4318/".into()),
+            ..TelemetryConfig::default()
+        };
+        let on = settings(&config).unwrap().unwrap();
+        assert_eq!(on.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(on.service_name, "eddy");
+        let tls = TelemetryConfig {
+            endpoint: Some("https://api.example.com".into()),
+            ..TelemetryConfig::default()
+        };
+        assert!(settings(&tls).unwrap_err().contains("not http://"));
+    }
+}

@@ -599,6 +599,18 @@ impl Eddy {
             .is_some_and(|c| c.try_wait().expect("try_wait").is_none())
     }
 
+    /// The running eddy's resident memory, in KiB.
+    pub fn resident_kib(&self) -> u64 {
+        let child = self.child.as_ref().expect("eddy is not running");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, …) to the running eddy.
     pub fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("eddy is not running");

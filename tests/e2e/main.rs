@@ -32,3 +32,4 @@ mod ownership;
 mod reload;
 mod replay;
 mod sandbox;
+mod traces;

@@ -57,6 +57,17 @@ fn the_compose_file_has_kafka_kraft_kafka_ui_and_eddy() {
     let eddy = &services["eddy"];
     assert!(eddy["build"].as_str().is_some());
     assert!(ports(eddy).contains(&"9464:9464".to_string()));
+    // Traces go to Jaeger all-in-one's OTLP/HTTP port; its UI is published.
+    let jaeger = &services["jaeger"];
+    assert!(ports(jaeger).contains(&"16686:16686".to_string()));
+    assert_eq!(
+        jaeger["environment"]["COLLECTOR_OTLP_ENABLED"].as_str(),
+        Some("true")
+    );
+    assert_eq!(
+        eddy["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"].as_str(),
+        Some("http://jaeger:4318")
+    );
     let volumes: Vec<&str> = eddy["volumes"]
         .as_sequence()
         .expect("volumes")

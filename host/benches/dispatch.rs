@@ -108,12 +108,39 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
+/// What trace propagation costs per record with export off: reading the
+/// record's `traceparent`, deriving its handling span, and one follow-up's
+/// header.
+fn trace_context(c: &mut Criterion) {
+    let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+        key: "traceparent",
+        value: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    });
+    let record = OwnedMessage::new(
+        Some(EVENT.as_bytes().to_vec()),
+        Some(b"user-00001".to_vec()),
+        "user.events".into(),
+        Timestamp::NotAvailable,
+        0,
+        1,
+        Some(headers),
+    );
+    c.bench_function("trace-context/record-and-follow-up", |b| {
+        b.iter(|| {
+            let (record_trace, _) = trace::of_record(&record, None);
+            let handling = trace::Handling::new(record_trace, "welcome-email");
+            let follow_up = handling.follow_up(|| unreachable!("export is off"));
+            std::hint::black_box(follow_up.header())
+        })
+    });
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = dispatch
+    targets = dispatch, trace_context
 }
 criterion_main!(benches);

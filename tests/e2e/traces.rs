@@ -437,3 +437,47 @@ fn with_the_collector_away_events_flow_and_spans_are_dropped_and_counted() {
     );
     eddy.stop();
 }
+
+#[test]
+fn a_plugins_log_lines_are_events_on_its_span_and_bounded() {
+    let (topic, out, group) = (unique("trace.log"), unique("trace.log.out"), unique("g"));
+    create_topics(&[&topic, &out], 1);
+    let collector = Collector::start();
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{out}\"]\nconfig = {{ out_topic = \"{out}\" }}\n",
+        config_head(&group)
+    );
+    let eddy = Eddy::start_with_env(
+        &config,
+        &[PluginFile::Test("chaos")],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.address),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    // 10,000 lines of 8 KiB: the span keeps what eddy's log keeps, 100.
+    let sending = producer();
+    sending.send_json(
+        &topic,
+        "k",
+        &seed_event("flood-1", "chaos.logflood", "k", json!({})),
+    );
+    sending.flush();
+    let answers = read(&[&out], 1, Duration::from_secs(60), |_| true);
+    assert_eq!(answers.len(), 1, "log:\n{}", eddy.log());
+    let spans = collector.wait_for("the handling and follow-up spans", |spans| spans.len() >= 2);
+    let handled = spans
+        .iter()
+        .find(|s| s.kind() == SpanKind::Consumer)
+        .expect("the handling span");
+    let logs: Vec<_> = handled
+        .events
+        .iter()
+        .filter(|e| e.name == "guest.log")
+        .collect();
+    assert_eq!(logs.len(), 100, "{:?}", handled.events.len());
+    let first = format!("{:?}", logs[0].attributes);
+    assert!(first.contains("chaos flood line 0"), "{first}");
+    assert!(first.contains("warn"), "{first}");
+}

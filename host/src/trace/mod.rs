@@ -32,9 +32,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use rdkafka::Message;
-use rdkafka::message::{Header, Headers, OwnedMessage};
+use rdkafka::message::{Header, OwnedMessage};
 
 use crate::bindings::Event;
+use crate::headers;
 
 /// The header a W3C trace context travels in.
 pub const TRACEPARENT: &str = "traceparent";
@@ -146,7 +147,7 @@ pub struct RecordTrace {
 /// A record's trace, and the `traceparent` it carried that is not W3C's
 /// shape, if any (with why).
 pub fn of_record(
-    record: &impl Message,
+    record: &OwnedMessage,
     metadata: Option<&[(String, String)]>,
 ) -> (RecordTrace, Option<(String, &'static str)>) {
     let place = keyed(|h| {
@@ -155,16 +156,17 @@ pub fn of_record(
         h.write_i64(record.offset());
     });
     let (mut found, mut state) = (None, None);
+    // Names are read as bytes: a record's header name need not be UTF-8.
     if let Some(headers) = record.headers() {
-        for header in headers.iter() {
-            let Some(value) = header.value.and_then(|v| std::str::from_utf8(v).ok()) else {
+        for (name, value) in headers::each(headers) {
+            let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
                 continue;
             };
-            if header.key.eq_ignore_ascii_case(TRACEPARENT) {
+            if name.eq_ignore_ascii_case(TRACEPARENT.as_bytes()) {
                 found = Some(value);
-            } else if header.key.eq_ignore_ascii_case(TRACESTATE) {
+            } else if name.eq_ignore_ascii_case(TRACESTATE.as_bytes()) {
                 state = Some(value);
-            } else if found.is_none() && header.key.eq_ignore_ascii_case("ce_traceparent") {
+            } else if found.is_none() && name.eq_ignore_ascii_case(b"ce_traceparent") {
                 found = Some(value);
             }
         }
@@ -222,9 +224,9 @@ pub fn pin_to_headers(mut record: OwnedMessage, metadata: &[(String, String)]) -
         return record;
     };
     let carried = record.headers().is_some_and(|headers| {
-        headers.iter().any(|header| {
-            header.key.eq_ignore_ascii_case(TRACEPARENT)
-                || header.key.eq_ignore_ascii_case("ce_traceparent")
+        headers::each(headers).any(|(name, _)| {
+            name.eq_ignore_ascii_case(TRACEPARENT.as_bytes())
+                || name.eq_ignore_ascii_case(b"ce_traceparent")
         })
     });
     if carried {

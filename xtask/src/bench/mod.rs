@@ -16,6 +16,7 @@
 mod latency;
 mod measure;
 mod report;
+mod sink;
 
 use std::fs;
 use std::io::Write;
@@ -123,6 +124,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let group = |name: &str| format!("bench-{name}-{run_id}");
 
     let observer = measure::observer("bench-observer")?;
+    let span_sink = sink::Sink::start()?;
     // Every scenario is timed alike: from starting its processes until its
     // effect is durable (Durable).
     let mut results = Vec::new();
@@ -153,6 +155,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-noop-x3", &eddy, "noop"),
         ("eddy-followup", &eddy, "tagger"),
         ("eddy-followup-reuse", &eddy, "tagger"),
+        // Spans exported (to a sink that takes and drops them): the cost of
+        // tracing switched on, beside eddy-followup with it off.
+        ("eddy-followup-traced", &eddy, "tagger"),
         ("eddy-followup-eos", &eddy, "tagger"),
         ("eddy-followup-eos-reuse", &eddy, "tagger"),
         // The follow-up producer's compression (lz4 by default) off and
@@ -173,6 +178,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             reuse: name.contains("-reuse"),
             exactly_once: name.contains("-eos"),
             compression: ["none", "zstd"].into_iter().find(|c| name.ends_with(c)),
+            traced: name
+                .ends_with("-traced")
+                .then_some(span_sink.endpoint.as_str()),
         };
         let group = group(name);
         let config = eddy_config(&dir, name, &group, &corpus, &setup)?;
@@ -196,7 +204,16 @@ pub fn run(options: Options) -> anyhow::Result<()> {
                 topic: &corpus,
             }
         };
+        let taken_before = span_sink.taken();
         let mut scenario = eddy_scenario(name, binary, &config, events, hosts, &durable)?;
+        if setup.traced.is_some() {
+            let (exports, bytes) = span_sink.taken();
+            println!(
+                "xtask: bench: {name}: the sink took {} exports, {} MB of spans",
+                exports - taken_before.0,
+                (bytes - taken_before.1) / 1_000_000
+            );
+        }
         if name.starts_with("eddy-followup") {
             scenario.out_bytes = Some(kafka::topic_bytes(&out).saturating_sub(before));
         }
@@ -294,6 +311,7 @@ pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
         reuse,
         exactly_once: false,
         compression: None,
+        traced: None,
     };
     let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
     println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
@@ -454,6 +472,8 @@ struct EddySetup<'a> {
     exactly_once: bool,
     /// The follow-up producer's `compression.type`, if any.
     compression: Option<&'a str>,
+    /// Where spans are exported, if they are.
+    traced: Option<&'a str>,
 }
 
 fn eddy_config(
@@ -470,7 +490,12 @@ fn eddy_config(
         reuse,
         exactly_once,
         compression,
+        traced,
     } = *setup;
+    let telemetry = match traced {
+        Some(endpoint) => format!("[telemetry]\nendpoint = \"{endpoint}\"\n\n"),
+        None => String::new(),
+    };
     let producer = match compression {
         Some(codec) => format!("[kafka.producer]\n\"compression.type\" = \"{codec}\"\n\n"),
         None => String::new(),
@@ -496,7 +521,7 @@ fn eddy_config(
         &config,
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n{delivery}\n\
-             {producer}[plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             {producer}{telemetry}[plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
              [plugin.{plugin}]\npublish_to = [\"{out}\"]\nevents_per_instance = {reuse}\n\
              config = {{ out_topic = \"{out}\" }}\n",

@@ -66,6 +66,13 @@ fn print_bars(scenarios: &[Value]) {
         rate("eddy-followup-eos-reuse") / rate("eddy-followup-reuse"),
         ">= 0.7"
     );
+    println!(
+        "{:<34} {:>8.3} {:>10} {:>10}",
+        "spans exported / not (follow-up)",
+        rate("eddy-followup-traced") / rate("eddy-followup"),
+        "–",
+        "–"
+    );
     ratio(
         "eddy no-op / python bus no-op",
         "eddy-noop",

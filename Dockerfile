@@ -43,7 +43,10 @@ RUN if ! (command -v useradd && dpkg -s ca-certificates libssl3) >/dev/null 2>&1
     fi \
  && useradd --system --uid 10001 --user-group --home-dir /nonexistent \
       --shell /usr/sbin/nologin eddy \
- && mkdir -p /plugins /config /opt/eddy/example-plugins
+ && mkdir -p /plugins /config /opt/eddy/example-plugins /var/cache/eddy \
+ && chown 10001:10001 /var/cache/eddy && chmod 700 /var/cache/eddy
+# Compiled plugins are cached here between runs ([plugins] compiled_cache).
+ENV XDG_CACHE_HOME=/var/cache
 LABEL org.opencontainers.image.title="eddy" \
       org.opencontainers.image.description="Runs Kafka events through sandboxed WebAssembly handlers" \
       org.opencontainers.image.licenses="Apache-2.0" \

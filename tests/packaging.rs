@@ -309,6 +309,14 @@ fn the_kubernetes_objects_agree_with_the_config_and_the_image() {
             v["name"].as_str() == Some("config")
                 && v["configMap"]["name"] == config_map["metadata"]["name"]
         }));
+        // The root filesystem is read-only: the compiled-plugin cache
+        // (under XDG_CACHE_HOME=/var/cache in the image) gets a volume.
+        assert_eq!(mounted_at("compiled").as_deref(), Some("/var/cache/eddy"));
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v["name"].as_str() == Some("compiled") && !v["emptyDir"].is_null())
+        );
         let env = |name: &str| {
             eddy["env"]
                 .as_sequence()

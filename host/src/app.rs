@@ -68,7 +68,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // Installed first, so what start-up counts (plugin loads) is kept.
     let metrics_handle = metrics::install();
     trace::export::start(&config.telemetry, &config.kafka.group_id)?;
-    let runtime = Arc::new(Runtime::new()?);
+    let mut runtime = Runtime::new()?;
+    if let Some(dir) = config.plugins.compiled_cache_dir() {
+        runtime.cache_compiled_in(&dir);
+    }
+    let runtime = Arc::new(runtime);
     let mut reloader = Reloader::new(runtime.clone(), &config);
     // Watch before the first scan, so a file that lands meanwhile is not missed.
     let (watcher, changes) = reload::watch(&config)?;

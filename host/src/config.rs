@@ -131,6 +131,27 @@ pub struct PluginsConfig {
     /// Plugin files larger than this are refused unread. Default 32 MiB.
     #[serde(default = "default_max_plugin_bytes")]
     pub max_plugin_bytes: u64,
+    /// Where compiled plugins are cached (see `compiled`); relative to the
+    /// config file; `""` caches nothing. Default
+    /// `$XDG_CACHE_HOME/eddy/compiled`, else `$HOME/.cache/eddy/compiled`.
+    pub compiled_cache: Option<PathBuf>,
+}
+
+impl PluginsConfig {
+    /// The folder compiled plugins are cached in, if any.
+    pub fn compiled_cache_dir(&self) -> Option<PathBuf> {
+        match &self.compiled_cache {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(dir.clone()),
+            None => {
+                let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+                var("XDG_CACHE_HOME")
+                    .map(PathBuf::from)
+                    .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                    .map(|cache| cache.join("eddy/compiled"))
+            }
+        }
+    }
 }
 
 /// `[telemetry]`: where spans go (see `trace::export`). The standard
@@ -346,9 +367,15 @@ impl Config {
         let mut config = Config::parse(text)
             .with_context(|| format!("config file {} is not valid", path.display()))?;
         config.apply_env(|name| std::env::var(name).ok());
+        let base = path.parent().unwrap_or(Path::new("."));
         if config.plugins.dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
             config.plugins.dir = base.join(&config.plugins.dir);
+        }
+        if let Some(cache) = &mut config.plugins.compiled_cache
+            && cache.is_relative()
+            && !cache.as_os_str().is_empty()
+        {
+            *cache = base.join(&*cache);
         }
         config.source = Some(path.to_path_buf());
         Ok(config)

@@ -27,6 +27,7 @@
 //! - `headers`: a record's headers as bytes (a name need not be UTF-8);
 //! - `clock`: the guest's monotonic clock, which cannot sleep past the
 //!   attempt's deadline;
+//! - `compiled`: compiled plugins cached on disk between runs;
 //! - `text`: outside text on one log line;
 //! - `limits`: what one sandbox store may take (memory, instances, tables);
 //! - [`security`]: `[kafka.security]`, TLS and SASL with secrets from the
@@ -50,6 +51,7 @@ mod app;
 mod bench_native;
 mod bindings;
 mod clock;
+mod compiled;
 pub mod config;
 mod dead_letter;
 mod direct;

@@ -25,8 +25,11 @@ use crate::plugins::{self, Unread, wasm_files};
 use crate::routing::Router;
 use crate::runtime::{Plugin, Runtime, plugin_name, version_of};
 
-/// How long the folder must be quiet before a change is looked at.
-const DEBOUNCE: Duration = Duration::from_millis(150);
+/// How long the folder must be quiet before a change is looked at: only
+/// long enough to take a burst of events as one. A file still being written
+/// is not waited out: it fails to load (a cut-short component does not
+/// validate), its version is refused, and its next change is looked at.
+const DEBOUNCE: Duration = Duration::from_millis(20);
 
 /// Everything an event is dispatched with. Immutable; replaced whole.
 pub struct Snapshot {
@@ -124,7 +127,16 @@ impl Reloader {
 
     /// The first snapshot: `config` and every plugin in its folder.
     pub fn initial(&mut self, config: Config) -> anyhow::Result<Snapshot> {
+        let started = std::time::Instant::now();
         let plugins = self.reconcile_plugins(&config.plugins, &BTreeMap::new())?;
+        if let Some(plugins) = &plugins {
+            let cached = plugins.values().filter(|p| p.from_cache).count();
+            tracing::info!(
+                "{} plugins loaded in {} ms ({cached} from the compiled cache)",
+                plugins.len(),
+                started.elapsed().as_millis()
+            );
+        }
         let snapshot = Snapshot::new(Arc::new(config), plugins.unwrap_or_default());
         snapshot.log_missing_plugins();
         Ok(snapshot)
@@ -262,9 +274,12 @@ impl Reloader {
                             previous = %old.hash,
                             "plugin reloaded"
                         ),
-                        None => {
-                            tracing::info!(plugin = %name, version = %plugin.hash, "plugin loaded")
-                        }
+                        None => tracing::info!(
+                            plugin = %name,
+                            version = %plugin.hash,
+                            from_cache = plugin.from_cache,
+                            "plugin loaded"
+                        ),
                     }
                     metrics::reload(&name, "ok");
                     next.insert(name, Arc::new(plugin));
@@ -275,7 +290,12 @@ impl Reloader {
                         || "no version of it is running".to_string(),
                         |p| format!("version {} keeps serving", p.hash),
                     );
-                    tracing::error!(plugin = %name, version = %version, "{e:#}; {keeps}");
+                    tracing::error!(
+                        plugin = %name,
+                        version = %version,
+                        "{e:#}; {keeps} (a file still being written is tried again when it \
+                         next changes)"
+                    );
                     metrics::reload(&name, "failed");
                     self.refused.insert(name.clone(), version);
                     if let Some(plugin) = running {

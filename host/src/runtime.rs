@@ -25,6 +25,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{self, Delivery, Event, HandlerError, HandlerPre, Level, PublishError};
 use crate::clock::{self, DeadlineClock, SleptPastDeadline};
+use crate::compiled::{CompiledCache, Source};
 use crate::config::{MAX_MEMORY_MB, PluginSettings};
 use crate::limits::{Limits, PastMemoryLimit};
 use crate::output::GuestOutput;
@@ -55,6 +56,8 @@ pub struct Plugin {
     pub name: String,
     /// First 12 hex digits of the file's SHA-256: the version's identity.
     pub hash: String,
+    /// Whether its compiled code came from the cache on disk.
+    pub from_cache: bool,
     pre: HandlerPre<HostState>,
     instantiation_seconds: metrics::Histogram,
     handler_seconds: metrics::Histogram,
@@ -171,6 +174,8 @@ pub struct Runtime {
     slot_reset: SlotReset,
     /// Why slots are reset the way they are.
     slot_reset_reason: String,
+    /// Where compiled plugins are kept between runs, if anywhere.
+    compiled: Option<CompiledCache>,
 }
 
 impl Runtime {
@@ -244,6 +249,7 @@ impl Runtime {
             ticker_stop,
             slot_reset,
             slot_reset_reason: reason.to_string(),
+            compiled: None,
         })
     }
 
@@ -256,8 +262,11 @@ impl Runtime {
     /// the `eddy:plugin` world whose imports the host can satisfy.
     pub fn load(&self, name: &str, bytes: &[u8]) -> wasmtime::Result<Plugin> {
         let hash = version_of(bytes);
-        let component = Component::from_binary(&self.engine, bytes)
-            .context("not a WebAssembly component (build it with --target wasm32-wasip2)")?;
+        let (component, source) = match &self.compiled {
+            Some(cache) => cache.component(&self.engine, bytes),
+            None => Component::from_binary(&self.engine, bytes).map(|c| (c, Source::Compiled)),
+        }
+        .context("not a WebAssembly component (build it with --target wasm32-wasip2)")?;
         let instance_pre = self.linker.instantiate_pre(&component).context(
             "it imports something eddy does not provide (only WASI and eddy:plugin@0.1.0 are)",
         )?;
@@ -269,10 +278,18 @@ impl Runtime {
         Ok(Plugin {
             name: name.to_string(),
             hash,
+            from_cache: source == Source::Cache,
             pre,
             instantiation_seconds,
             handler_seconds,
         })
+    }
+
+    /// Keeps compiled plugins in `dir` between runs (see `compiled`); if
+    /// eddy cannot have the folder to itself, it says why and compiles as
+    /// before.
+    pub fn cache_compiled_in(&mut self, dir: &Path) {
+        self.compiled = CompiledCache::open(dir, &self.engine);
     }
 
     /// Loads the contents of `path`, named after the file stem.

@@ -382,3 +382,80 @@ fn a_removed_plugin_dead_letters_its_events_until_it_is_back() {
     );
     eddy.stop();
 }
+
+/// The "N plugins loaded in X ms (M from the compiled cache)" line of
+/// eddy's `start`-th start, as (X, M).
+fn load_line(log: &str, start: usize) -> (u64, usize) {
+    let line = log
+        .lines()
+        .filter(|l| l.contains("plugins loaded in"))
+        .nth(start - 1)
+        .unwrap_or_else(|| panic!("no load line for start {start}; log:\n{log}"));
+    let after = |marker: &str| -> String {
+        let at = line.find(marker).expect(marker) + marker.len();
+        line[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect()
+    };
+    let ms = after("loaded in ").parse().expect("ms");
+    let cached = after("ms (").parse().expect("cached");
+    (ms, cached)
+}
+
+#[test]
+fn a_restart_loads_unchanged_plugins_from_the_compiled_cache_and_never_trusts_a_damaged_entry() {
+    let (topic, out, group) = (unique("cache"), unique("cache.out"), unique("g"));
+    create_topics(&[&topic, &out], 1);
+    let config = tagger_config(&group, &topic, &out, "\"*\"").replace(
+        "dir = \"plugins\"\n",
+        "dir = \"plugins\"\ncompiled_cache = \"compiled\"\n",
+    );
+    let mut eddy = Eddy::start(
+        &config,
+        &[PluginFile::Test("tagger"), PluginFile::Test("chaos")],
+    );
+    let answered = |n: usize| {
+        let event = seed_event(
+            &format!("cache-{n}"),
+            "order.placed",
+            "k",
+            json!({"seq": n}),
+        );
+        let sending = producer();
+        sending.send_json(&topic, "k", &event);
+        sending.flush();
+        read(&[&out], n, Duration::from_secs(60), |_| true).len() >= n
+    };
+    assert!(answered(1), "log:\n{}", eddy.log());
+    eddy.stop();
+    eddy.launch();
+    assert!(answered(2), "log:\n{}", eddy.log());
+    // One entry damaged: it is deleted and its plugin compiled again.
+    let entries: Vec<_> = std::fs::read_dir(eddy.dir.join("compiled"))
+        .expect("the cache folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    let mut contents = std::fs::read(&entries[0]).expect("an entry");
+    let middle = contents.len() / 2;
+    contents[middle] ^= 0xff;
+    std::fs::write(&entries[0], &contents).expect("damage it");
+    eddy.stop();
+    eddy.launch();
+    assert!(answered(3), "log:\n{}", eddy.log());
+    let log = eddy.log();
+    let (compiled, cached, damaged) = (load_line(&log, 1), load_line(&log, 2), load_line(&log, 3));
+    println!(
+        "two plugins loaded: compiled {} ms, from the cache {} ms, one entry damaged {} ms",
+        compiled.0, cached.0, damaged.0
+    );
+    assert_eq!((compiled.1, cached.1, damaged.1), (0, 2, 1), "log:\n{log}");
+    assert_eq!(
+        log.matches("its checksum does not match its contents")
+            .count(),
+        1,
+        "log:\n{log}"
+    );
+    eddy.stop();
+}

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,8 +21,8 @@ use serde_json::json;
 
 use crate::failures::{stream, tagger_config, verdict_of};
 use crate::harness::{
-    Eddy, PluginFile, bootstrap, config_head, create_topics, dead_letters, http_get, producer,
-    read, seed_event, unique,
+    Eddy, PluginFile, bootstrap, config_head, create_topics, dead_letters, env_path, http_get,
+    producer, read, seed_event, unique,
 };
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -480,4 +481,96 @@ fn a_plugins_log_lines_are_events_on_its_span_and_bounded() {
     let first = format!("{:?}", logs[0].attributes);
     assert!(first.contains("chaos flood line 0"), "{first}");
     assert!(first.contains("warn"), "{first}");
+}
+
+#[test]
+fn a_replayed_event_starts_a_new_trace_linked_to_the_original() {
+    let (topic, out, again) = (
+        unique("trace.replay"),
+        unique("trace.replay.out"),
+        unique("trace.replay.again"),
+    );
+    create_topics(&[&topic, &out, &again], 1);
+    let collector = Collector::start();
+    let dir = std::env::temp_dir().join(unique("eddy-trace-replay"));
+    std::fs::create_dir_all(dir.join("plugins")).expect("temp dir");
+    std::fs::copy(
+        env_path("EDDY_TEST_PLUGIN_DIR").join("tagger.wasm"),
+        dir.join("plugins/tagger.wasm"),
+    )
+    .expect("copy tagger");
+    let config = dir.join("eddy.toml");
+    std::fs::write(&config, tagger_config(&unique("g"), &topic, &out)).expect("config");
+    let sending = producer();
+    let traceparent = format!("00-{TRACE}-{PARENT}-01");
+    sending.send(
+        &topic,
+        Some("k"),
+        Some(
+            seed_event("replayed-1", "order.placed", "k", json!({"seq": 1}))
+                .to_string()
+                .as_bytes(),
+        ),
+        &[("traceparent", &traceparent)],
+    );
+    sending.flush();
+    let replay = |args: &[&str]| {
+        let output = Command::new(env_path("EDDY_BIN"))
+            .arg("replay")
+            .arg("--config")
+            .arg(&config)
+            .args(["--topic", &topic])
+            .args(args)
+            .arg("--execute")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.address)
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run eddy replay");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{said}");
+    };
+    // Through the plugin: its span is in a new trace, linked to the
+    // original's context, and so is its follow-up.
+    replay(&["--into-plugin", "tagger"]);
+    let answers = read(&[&out], 1, Duration::from_secs(30), |_| true);
+    assert_eq!(answers.len(), 1);
+    let (answer_trace, _) = parts(answers[0].header("traceparent"));
+    assert_ne!(answer_trace, TRACE, "a replay starts a new trace");
+    let spans = collector.wait_for("the replay's spans", |spans| spans.len() >= 2);
+    let handled = spans
+        .iter()
+        .find(|s| s.kind() == SpanKind::Consumer)
+        .expect("the handling span");
+    assert_eq!(hex(&handled.trace_id), answer_trace);
+    assert!(handled.parent_span_id.is_empty(), "a root: {handled:#?}");
+    let links: Vec<(String, String)> = handled
+        .links
+        .iter()
+        .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+        .collect();
+    assert_eq!(links, [(TRACE.to_string(), PARENT.to_string())]);
+    // Republished: the record carries a new traceparent, once, whose
+    // PRODUCER span links to the original.
+    replay(&["--to-topic", &again]);
+    let republished = read(&[&again], 1, Duration::from_secs(30), |_| true);
+    assert_eq!(republished.len(), 1);
+    assert_eq!(republished[0].header_count("traceparent"), 1);
+    let (new_trace, new_span) = parts(republished[0].header("traceparent"));
+    assert_ne!(new_trace, TRACE);
+    let spans = collector.wait_for("the republish span", |spans| {
+        spans.iter().any(|s| hex(&s.span_id) == new_span)
+    });
+    let sent = spans
+        .iter()
+        .find(|s| hex(&s.span_id) == new_span)
+        .expect("the republish span");
+    assert_eq!(sent.kind(), SpanKind::Producer);
+    assert_eq!(sent.name, format!("send {again}"));
+    assert_eq!(hex(&sent.links[0].trace_id), TRACE);
+    std::fs::remove_dir_all(dir).ok();
 }

@@ -170,10 +170,20 @@ impl<'a> Replay<'a> {
             (None, Some((topic, _, _))) => topic.clone(),
             (None, None) => bail!("{from} names no original topic"),
         };
-        let headers = records::carried_headers(record, &self.options.drop_headers).insert(Header {
-            key: "eddy-replayed-from",
-            value: Some(from),
-        });
+        // A new trace, linked to the record's own: its `traceparent` is
+        // replaced.
+        let traceparent = crate::trace::republished(record, &topic);
+        let mut drop = self.options.drop_headers.clone();
+        drop.push(crate::trace::TRACEPARENT.to_string());
+        let headers = records::carried_headers(record, &drop)
+            .insert(Header {
+                key: "eddy-replayed-from",
+                value: Some(from),
+            })
+            .insert(Header {
+                key: crate::trace::TRACEPARENT,
+                value: Some(&traceparent),
+            });
         let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
         // Back to its own partition, so it stays in order with its key
         // whatever partitioner wrote it first.

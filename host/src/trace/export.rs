@@ -477,6 +477,42 @@ pub(super) fn producer_span(trace: &FollowUpTrace, topic: &str, event_id: &str) 
     });
 }
 
+/// The PRODUCER span of a record `eddy replay` republishes: the root of a
+/// new trace, linked to the record's original context.
+pub(super) fn republish_span(span: &TraceParent, original: Option<TraceParent>, topic: &str) {
+    let Some(export) = EXPORT.get() else {
+        return;
+    };
+    let mut links = SpanLinks::default();
+    if let Some(original) = original {
+        links
+            .links
+            .push(Link::with_context(original_context(original)));
+    }
+    let now = SystemTime::now();
+    queue(SpanData {
+        span_context: span_context(span.trace_id, span.span_id, false),
+        parent_span_id: SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Producer,
+        name: Cow::Owned(format!("send {topic}")),
+        start_time: now,
+        end_time: now,
+        attributes: vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "send"),
+            KeyValue::new("messaging.operation.name", "send"),
+            KeyValue::new("messaging.destination.name", text(topic)),
+            KeyValue::new("eddy.replayed", true),
+        ],
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links,
+        status: Status::Unset,
+        instrumentation_scope: export.scope.clone(),
+    });
+}
+
 /// The exporter's HTTP client: one plain HTTP/1.1 POST per batch, with
 /// timeouts, on the export thread.
 #[derive(Debug)]

@@ -393,6 +393,22 @@ pub fn take_logs() -> Vec<GuestLog> {
     LOGS.with(|logs| logs.borrow_mut().take().unwrap_or_default())
 }
 
+/// The `traceparent` of a record `eddy replay` republishes to `topic`: a
+/// PRODUCER span of a new trace, linked to the record's own context
+/// (exported if recorded).
+pub fn republished(record: &OwnedMessage, topic: &str) -> String {
+    let (trace, _) = of_record(record, None);
+    let span = TraceParent {
+        trace_id: trace.trace_id,
+        span_id: rand::random::<u64>().max(1).to_be_bytes(),
+        sampled: trace.sampled,
+    };
+    if trace.sampled && export::is_on() {
+        export::republish_span(&span, trace.link, topic);
+    }
+    span.header()
+}
+
 /// What an attempt came to, for the handling span.
 pub struct Attempted {
     pub at: SystemTime,

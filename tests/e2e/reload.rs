@@ -459,3 +459,53 @@ fn a_restart_loads_unchanged_plugins_from_the_compiled_cache_and_never_trusts_a_
     );
     eddy.stop();
 }
+
+#[test]
+fn a_plugin_file_written_slowly_is_loaded_once_complete_and_never_before() {
+    let (topic, out, group) = (unique("slow"), unique("slow.out"), unique("g"));
+    create_topics(&[&topic, &out], 1);
+    let eddy = Eddy::start(
+        &tagger_config(&group, &topic, &out, "\"*\""),
+        &[PluginFile::Test("tagger")],
+    );
+    assert!(
+        eddy.wait_for_log("plugin loaded", 1, Duration::from_secs(30)),
+        "log:\n{}",
+        eddy.log()
+    );
+    // v2 written in place in five parts, each after a pause longer than the
+    // watcher's quiet spell: eddy sees every partial file.
+    let v2 = std::fs::read(env_path("EDDY_TEST_PLUGIN_DIR").join("tagger-v2.wasm")).expect("v2");
+    let mut file = std::fs::File::create(eddy.plugin_dir().join("tagger.wasm")).expect("open");
+    for part in v2.chunks(v2.len().div_ceil(5)) {
+        std::io::Write::write_all(&mut file, part).expect("write");
+        std::io::Write::flush(&mut file).expect("flush");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(file);
+    assert!(
+        eddy.wait_for_log("plugin reloaded", 1, Duration::from_secs(30)),
+        "log:\n{}",
+        eddy.log()
+    );
+    let sending = producer();
+    sending.send_json(
+        &topic,
+        "k",
+        &seed_event("slow-1", "order.placed", "k", json!({"seq": 1})),
+    );
+    sending.flush();
+    let answers = read(&[&out], 1, Duration::from_secs(60), |_| true);
+    assert_eq!(answers.len(), 1, "log:\n{}", eddy.log());
+    assert_eq!(answers[0].json()["data"]["tag"], "v2");
+    let log = eddy.log();
+    // Partial files were refused, v1 serving meanwhile; the whole one
+    // loaded once.
+    assert!(
+        log.matches("a file still being written is tried again")
+            .count()
+            >= 2,
+        "log:\n{log}"
+    );
+    assert_eq!(log.matches("plugin reloaded").count(), 1, "log:\n{log}");
+}

@@ -4,13 +4,14 @@
 //! a malformed `traceparent`, and a collector that is not there.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use eddy_tests::read_request_body;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -43,7 +44,7 @@ impl Collector {
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                if let Some(body) = request_body(&mut stream) {
+                if let Some(body) = read_request_body(&mut stream) {
                     let request = ExportTraceServiceRequest::decode(body.as_slice())
                         .expect("an OTLP trace export");
                     let mut kept = kept.lock().unwrap();
@@ -76,34 +77,6 @@ impl Collector {
             thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn request_body(stream: &mut std::net::TcpStream) -> Option<Vec<u8>> {
-    let mut received = Vec::new();
-    let mut chunk = [0; 8192];
-    let head_end = loop {
-        let read = stream.read(&mut chunk).ok()?;
-        if read == 0 {
-            return None;
-        }
-        received.extend_from_slice(&chunk[..read]);
-        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|value| value.trim().parse().ok())?;
-    while received.len() < head_end + length {
-        let read = stream.read(&mut chunk).ok()?;
-        if read == 0 {
-            return None;
-        }
-        received.extend_from_slice(&chunk[..read]);
-    }
-    Some(received[head_end..head_end + length].to_vec())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -2,7 +2,7 @@
 //! 127.0.0.1, answers 200 and keeps only their count and size, so the
 //! scenario measures what exporting costs eddy, not a collector.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,36 +45,11 @@ impl Sink {
     }
 }
 
-/// Reads one request (its head, then `Content-Length` bytes) and answers
-/// 200; the body's size.
+/// Reads one request and answers 200; the body's size.
 fn take(mut stream: TcpStream) -> Option<u64> {
-    let mut received = Vec::new();
-    let mut chunk = [0; 64 * 1024];
-    let head_end = loop {
-        let read = stream.read(&mut chunk).ok()?;
-        if read == 0 {
-            return None;
-        }
-        received.extend_from_slice(&chunk[..read]);
-        if let Some(at) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&received[..head_end]).to_ascii_lowercase();
-    let length: u64 = head
-        .lines()
-        .find_map(|line| line.strip_prefix("content-length:"))
-        .and_then(|value| value.trim().parse().ok())?;
-    let mut body = received.len() as u64 - head_end as u64;
-    while body < length {
-        let read = stream.read(&mut chunk).ok()?;
-        if read == 0 {
-            return None;
-        }
-        body += read as u64;
-    }
+    let body = eddy_tests::read_request_body(&mut stream)?;
     stream
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
         .ok()?;
-    Some(length)
+    Some(body.len() as u64)
 }

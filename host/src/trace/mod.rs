@@ -5,9 +5,11 @@
 //! A record's context comes from its Kafka header `traceparent` (what the
 //! OpenTelemetry Kafka instrumentations write), else from the CloudEvents
 //! distributed-tracing extension (`ce_traceparent` in binary mode, the
-//! `traceparent` attribute in structured mode, both of which the decoder
-//! puts in the event's metadata). A record without one, or with one that is
-//! not W3C's shape, starts a new trace.
+//! `traceparent` attribute in structured mode, which the decoder puts in
+//! the event's metadata: [`pin_to_headers`] copies it to the record's
+//! headers in memory, so every later step reads the headers alone). A
+//! record without one, or with one that is not W3C's shape, starts a new
+//! trace; `eddy replay` starts a new one linked to the record's own.
 //!
 //! Each plugin's handling of a record is a CONSUMER span; each follow-up a
 //! PRODUCER span under it, whose id is the follow-up's `traceparent`; a

@@ -473,14 +473,26 @@ fn a_plugin_file_written_slowly_is_loaded_once_complete_and_never_before() {
         "log:\n{}",
         eddy.log()
     );
-    // v2 written in place in five parts, each after a pause longer than the
-    // watcher's quiet spell: eddy sees every partial file.
+    // v2 written in place in five parts, each once eddy has refused the
+    // partial file before it: eddy sees every partial file.
     let v2 = std::fs::read(env_path("EDDY_TEST_PLUGIN_DIR").join("tagger-v2.wasm")).expect("v2");
     let mut file = std::fs::File::create(eddy.plugin_dir().join("tagger.wasm")).expect("open");
-    for part in v2.chunks(v2.len().div_ceil(5)) {
+    let parts: Vec<&[u8]> = v2.chunks(v2.len().div_ceil(5)).collect();
+    for (written, part) in parts.iter().enumerate() {
         std::io::Write::write_all(&mut file, part).expect("write");
         std::io::Write::flush(&mut file).expect("flush");
-        std::thread::sleep(Duration::from_millis(150));
+        if written + 1 < parts.len() {
+            assert!(
+                eddy.wait_for_log(
+                    "a file still being written is tried again",
+                    written + 1,
+                    Duration::from_secs(30)
+                ),
+                "partial file {} not refused; log:\n{}",
+                written + 1,
+                eddy.log()
+            );
+        }
     }
     drop(file);
     assert!(

@@ -26,6 +26,7 @@
 //! of services keeps its trace through an eddy that exports nothing.
 
 pub mod export;
+mod http;
 
 use std::cell::RefCell;
 use std::hash::{BuildHasher, Hasher, RandomState};
@@ -457,6 +458,19 @@ mod tests {
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    /// A record of topic `t`, partition 0, at `offset`.
+    fn record(offset: i64, headers: Option<rdkafka::message::OwnedHeaders>) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            None,
+            "t".into(),
+            rdkafka::Timestamp::NotAvailable,
+            0,
+            offset,
+            headers,
+        )
+    }
+
     #[test]
     fn a_w3c_traceparent_parses_and_prints_back() {
         let parent = TraceParent::parse(VALID).unwrap();
@@ -493,19 +507,11 @@ mod tests {
 
     #[test]
     fn derived_ids_are_stable_per_record_and_plugin_and_differ_between() {
-        let record = rdkafka::message::OwnedMessage::new(
-            None,
-            None,
-            "t".into(),
-            rdkafka::Timestamp::NotAvailable,
-            0,
-            7,
-            None,
-        );
-        let (trace, malformed) = of_record(&record, None);
+        let plain = record(7, None);
+        let (trace, malformed) = of_record(&plain, None);
         assert!(malformed.is_none());
         assert_eq!(trace.parent, None);
-        let (again, _) = of_record(&record, None);
+        let (again, _) = of_record(&plain, None);
         assert_eq!(trace.trace_id, again.trace_id);
         let a = Handling::new(trace.clone(), "a");
         assert_eq!(a.span_id, Handling::new(again, "a").span_id);
@@ -518,28 +524,12 @@ mod tests {
             key: "ce_traceparent",
             value: Some(VALID),
         });
-        let record = rdkafka::message::OwnedMessage::new(
-            None,
-            None,
-            "t".into(),
-            rdkafka::Timestamp::NotAvailable,
-            0,
-            7,
-            Some(headers),
-        );
-        let (trace, _) = of_record(&record, None);
+        let carrying = record(7, Some(headers));
+        let (trace, _) = of_record(&carrying, None);
         let parent = TraceParent::parse(VALID).unwrap();
         assert_eq!(trace.trace_id, parent.trace_id);
         assert_eq!(trace.parent, Some(parent.span_id));
-        let bare = rdkafka::message::OwnedMessage::new(
-            None,
-            None,
-            "t".into(),
-            rdkafka::Timestamp::NotAvailable,
-            0,
-            8,
-            None,
-        );
+        let bare = record(8, None);
         let metadata = [("traceparent".to_string(), VALID.to_string())];
         let (trace, _) = of_record(&bare, Some(&metadata));
         assert_eq!(trace.trace_id, parent.trace_id);

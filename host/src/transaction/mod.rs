@@ -33,7 +33,6 @@
 //! and aborts its open transaction, and eddy rewinds as after any abort.
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -50,6 +49,10 @@ use crate::kafka::{EddyProducer, Retired};
 use crate::metrics;
 use crate::partition::{Cancelled, Lease};
 use crate::produce::{self, Answer, Refused, Sent};
+
+mod caller;
+
+use caller::{Caller, Stuck, stuck_on_demand};
 
 /// Records staged after which the committer commits without waiting for
 /// `transaction_ms`.
@@ -117,48 +120,6 @@ struct Client {
     producer: EddyProducer,
     retired: Retired,
     caller: Caller,
-}
-
-/// A thread making the transaction calls that wait for the coordinator, so
-/// the committer can stop waiting for one (see the module's doc).
-struct Caller {
-    calls: mpsc::Sender<Box<dyn FnOnce() + Send>>,
-}
-
-/// A call that did not return in time, or whose thread is gone.
-struct Stuck {
-    what: &'static str,
-}
-
-impl Caller {
-    fn spawn() -> anyhow::Result<Caller> {
-        let (calls, queue) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::Builder::new()
-            .name("eddy-transaction".into())
-            .spawn(move || {
-                for call in queue {
-                    call();
-                }
-            })
-            .context("cannot start the thread for transaction calls")?;
-        Ok(Caller { calls })
-    }
-
-    /// Makes `call` on the caller's thread; `Stuck` if it has not returned
-    /// after `within` (it is left to return, or not, on its own).
-    fn call<T: Send + 'static>(
-        &self,
-        what: &'static str,
-        within: Duration,
-        call: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, Stuck> {
-        let (answer, answered) = mpsc::sync_channel(1);
-        let call = Box::new(move || {
-            let _ = answer.send(call());
-        });
-        self.calls.send(call).map_err(|_| Stuck { what })?;
-        answered.recv_timeout(within).map_err(|_| Stuck { what })
-    }
 }
 
 /// A record's place: topic, partition, offset.
@@ -840,24 +801,6 @@ impl Transactions {
                 kind: FailedKind::Fatal,
             },
             _ => Failed::abortable(error.into()),
-        }
-    }
-}
-
-/// Fault injection, for the test of a stuck call: when the file named by
-/// `EDDY_FAULT_STUCK_COMMIT` exists, the next `send_offsets_to_transaction`
-/// removes it and never returns, as librdkafka's does. Once per file;
-/// without the variable, nothing.
-fn stuck_on_demand(what: &str) {
-    static FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let file = FILE.get_or_init(|| std::env::var_os("EDDY_FAULT_STUCK_COMMIT").map(Into::into));
-    if what == "send_offsets_to_transaction"
-        && let Some(file) = file
-        && std::fs::remove_file(file).is_ok()
-    {
-        tracing::warn!("fault injection: this {what} never returns");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }

@@ -504,6 +504,11 @@ impl Pipeline {
         for plugin in missing {
             reasons.push(format!("routed plugin {plugin} is not loaded"));
         }
+        if let Some(trouble) = snapshot.schemas.registry().and_then(|r| r.trouble()) {
+            reasons.push(format!(
+                "{trouble}: partitions whose next event needs a schema from it wait"
+            ));
+        }
         if reasons.is_empty() {
             Ok(())
         } else {

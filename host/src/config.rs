@@ -34,6 +34,9 @@ pub struct Config {
     /// environment.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Event schemas, checked at both doors.
+    #[serde(default)]
+    pub schemas: SchemasConfig,
     /// The file this was read from, if any; `eddy run` watches it.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -170,6 +173,59 @@ pub struct TelemetryConfig {
     pub sampler_arg: Option<f64>,
 }
 
+/// `[schemas]`: where the schemas of events' `data` come from, and what
+/// an event without one meets (see `schema`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemasConfig {
+    /// JSON Schema files: `<dir>/<event_type>/<version>.json`, or
+    /// `<dir>/<event_type>.json` for every version. Watched and reloaded.
+    pub dir: Option<PathBuf>,
+    /// A Confluent-compatible schema registry's base URL, e.g.
+    /// `http://registry:8081` (Apicurio: `…/apis/ccompat/v7`).
+    pub registry: Option<String>,
+    /// The registry subject of an event type.
+    #[serde(default)]
+    pub subject: SubjectStrategy,
+    /// What an event with no schema meets, in and out.
+    #[serde(default)]
+    pub unknown: UnknownSchema,
+}
+
+/// How an event's registry subject is named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubjectStrategy {
+    /// The event type, e.g. `user.created`.
+    #[default]
+    EventType,
+    /// `<topic>-value`, Confluent's default (`TopicNameStrategy`).
+    TopicValue,
+}
+
+/// What an event whose type has no schema meets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownSchema {
+    /// Handled (in) or published (out) unchecked.
+    #[default]
+    Allow,
+    /// Dead-lettered `schema-unknown` (in); `publish` returns `invalid` (out).
+    DeadLetter,
+}
+
+/// How a plugin's follow-ups are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WireFormat {
+    /// The plain JSON envelope.
+    #[default]
+    Json,
+    /// The plain JSON envelope after the Confluent frame: a zero byte and
+    /// the 4-byte big-endian id of the registry schema of its `data`.
+    Confluent,
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -242,6 +298,13 @@ pub struct PluginSettings {
     /// Values the plugin reads with `config.get`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// How its follow-ups are written. Default `json`.
+    #[serde(default)]
+    pub wire_format: WireFormat,
+    /// The schemas its follow-ups are checked against: the snapshot's,
+    /// filled in when the snapshot is made; no file can set it.
+    #[serde(skip)]
+    pub schemas: Option<std::sync::Arc<crate::schema::Schemas>>,
     /// Any topic may be published to, whatever `publish_to` says: only
     /// `eddy test` without a config sets it; no file can.
     #[serde(skip)]
@@ -260,6 +323,8 @@ impl Default for PluginSettings {
             max_follow_up_bytes: default_max_follow_up_bytes(),
             events_per_instance: default_events_per_instance(),
             config: BTreeMap::new(),
+            wire_format: WireFormat::Json,
+            schemas: None,
             publish_to_any: false,
         }
     }
@@ -377,6 +442,11 @@ impl Config {
         {
             *cache = base.join(&*cache);
         }
+        if let Some(dir) = &mut config.schemas.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
+        }
         config.source = Some(path.to_path_buf());
         Ok(config)
     }
@@ -434,6 +504,7 @@ impl Config {
         if let Err(problem) = crate::trace::export::settings(&self.telemetry) {
             problems.push(format!("[telemetry]: {problem}"));
         }
+        problems.extend(crate::schema::problems(&self.schemas));
         let kafka = &self.kafka;
         if kafka.bootstrap_servers.trim().is_empty() {
             problems.push("[kafka] bootstrap_servers is empty".to_string());
@@ -514,6 +585,12 @@ impl Config {
             }
             if settings.publish_to.iter().any(|t| t.trim().is_empty()) {
                 problems.push(format!("{at}: publish_to has an empty topic"));
+            }
+            if settings.wire_format == WireFormat::Confluent && self.schemas.registry.is_none() {
+                problems.push(format!(
+                    "{at}: wire_format = \"confluent\" writes a registry schema id, \
+                     but [schemas] names no registry"
+                ));
             }
         }
         problems

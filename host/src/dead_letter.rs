@@ -15,6 +15,7 @@ use crate::kafka::EddyProducer;
 use crate::partition::{Cancelled, pause};
 use crate::retry::backoff;
 use crate::runtime::Failure;
+use crate::schema::Refusal;
 use crate::text::OneLine;
 use crate::{headers, metrics, trace};
 
@@ -35,6 +36,9 @@ pub enum RecordError {
     Loop { hops: u32, max: u32 },
     /// A plugin failed for good: `reject`, or out of retries.
     Handler { plugin: String, failure: Failure },
+    /// The event's `data` does not match its schema, or it has none that
+    /// can be checked against.
+    Schema(Refusal),
 }
 
 impl RecordError {
@@ -47,6 +51,7 @@ impl RecordError {
             RecordError::PluginMissing { .. } => "plugin-missing",
             RecordError::Loop { .. } => "loop",
             RecordError::Handler { failure, .. } => failure.kind.as_str(),
+            RecordError::Schema(refusal) => refusal.reason(),
         }
     }
 
@@ -55,7 +60,8 @@ impl RecordError {
         match self {
             RecordError::Undecodable(_)
             | RecordError::TooLarge { .. }
-            | RecordError::Loop { .. } => None,
+            | RecordError::Loop { .. }
+            | RecordError::Schema(_) => None,
             RecordError::PluginMissing { plugin, .. } | RecordError::Handler { plugin, .. } => {
                 Some(plugin)
             }
@@ -81,6 +87,7 @@ impl fmt::Display for RecordError {
                  a plugin may publish to a topic it reads"
             ),
             RecordError::Handler { failure, .. } => f.write_str(&failure.message),
+            RecordError::Schema(refusal) => f.write_str(refusal.detail()),
         }
     }
 }

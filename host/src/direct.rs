@@ -18,8 +18,15 @@ use crate::bindings::Event;
 use crate::dead_letter::{self, RecordError};
 use crate::dispatch::{self, Instances};
 use crate::reload::{Handler, Snapshot};
-use crate::runtime::{Failure, FollowUp, Outcome, Plugin, Runtime, Trigger};
+use crate::runtime::{Failure, FailureKind, FollowUp, Outcome, Plugin, Runtime, Trigger};
+use crate::schema::Unavailable;
 use crate::{produce, retry, trace};
+
+/// How long a record waits, at most, for a schema registry that does not
+/// answer, and how long between tries: the clock is real whatever the
+/// backoff, since nothing else can stand in for the registry.
+const REGISTRY_PATIENCE: Duration = Duration::from_secs(10);
+const REGISTRY_WAIT: Duration = Duration::from_millis(500);
 
 /// How a retry's backoff passes.
 pub enum Backoff {
@@ -82,21 +89,40 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Runs `record` through the plugins `snapshot` routes it to.
-    pub fn handle(&mut self, snapshot: &Snapshot, record: OwnedMessage) -> Handled {
+    /// Runs `record` through the plugins `snapshot` routes it to. An error
+    /// if its schema check needs the schema registry, and it has not
+    /// answered for [`REGISTRY_PATIENCE`].
+    pub fn handle(
+        &mut self,
+        snapshot: &Snapshot,
+        record: OwnedMessage,
+    ) -> Result<Handled, Unavailable> {
         let place = (record.topic().to_string(), record.partition());
-        let instances = self.instances.entry(place).or_default();
-        let (mut ran, _) =
-            dispatch::run_batch(self.runtime, snapshot, &self.token, vec![record], instances);
+        let mut record = record;
+        let mut waited = Duration::ZERO;
+        let mut pass = loop {
+            let instances = self.instances.entry(place.clone()).or_default();
+            let mut pass =
+                dispatch::run_batch(self.runtime, snapshot, &self.token, vec![record], instances);
+            match pass.waiting.take() {
+                None => break pass,
+                Some(unavailable) if waited >= REGISTRY_PATIENCE => return Err(unavailable),
+                Some(_) => {
+                    waited += REGISTRY_WAIT;
+                    std::thread::sleep(REGISTRY_WAIT);
+                    record = pass.rest.pop().expect("the record that waits is returned");
+                }
+            }
+        };
         // A batch runs at least its first record, whatever the token says.
-        let ran = ran.pop().expect("a batch of one runs its record");
+        let ran = pass.ran.pop().expect("a batch of one runs its record");
         let mut handled = Handled::empty(ran.record);
         let event = match ran.event {
             Ok(event) => event,
             Err(error) => {
                 let topic = dead_letter::topic_for(None, handled.record.topic());
                 handled.dead_letter(topic, &error, 0);
-                return handled;
+                return Ok(handled);
             }
         };
         let routed = snapshot
@@ -104,25 +130,25 @@ impl<'a> Runner<'a> {
             .plugins_for(handled.record.topic(), &event.event_type);
         if routed.is_empty() {
             handled.skipped = Some(event.event_type.clone());
-            return handled;
+            return Ok(handled);
         }
         for (plugin, follow_ups) in ran.handled {
             handled.follow_ups(&plugin, follow_ups);
         }
         handled.handled = true;
         let Some(stopped) = ran.stopped else {
-            return handled;
+            return Ok(handled);
         };
         let mut first = stopped.failure;
         for name in &stopped.left {
-            if !self.deliver(snapshot, &mut handled, &event, name, first.take()) {
+            if !self.deliver(snapshot, &mut handled, &event, name, first.take())? {
                 handled.handled = false;
             }
             if handled.interrupted {
                 break;
             }
         }
-        handled
+        Ok(handled)
     }
 
     /// Runs `name` on the event until it is handled or dead-lettered.
@@ -135,7 +161,7 @@ impl<'a> Runner<'a> {
         event: &Arc<Event>,
         name: &str,
         mut first: Option<Failure>,
-    ) -> bool {
+    ) -> Result<bool, Unavailable> {
         let settings = snapshot.settings(name);
         let dead_letter_topic = settings.dead_letter_topic_for(handled.record.topic());
         let plugin = match snapshot.handler(name) {
@@ -146,10 +172,11 @@ impl<'a> Runner<'a> {
                     dir: snapshot.config.plugins.dir.clone(),
                 };
                 handled.dead_letter(dead_letter_topic, &error, 0);
-                return false;
+                return Ok(false);
             }
         };
         let mut attempt: u32 = 1;
+        let mut waited = Duration::ZERO;
         loop {
             let outcome = match first.take() {
                 Some(failure) => Outcome::Failed(failure),
@@ -167,13 +194,20 @@ impl<'a> Runner<'a> {
             match outcome {
                 Outcome::Handled(follow_ups) => {
                     handled.follow_ups(&plugin, follow_ups);
-                    return true;
+                    return Ok(true);
+                }
+                Outcome::Failed(failure) if failure.kind == FailureKind::SchemaUnavailable => {
+                    if waited >= REGISTRY_PATIENCE {
+                        return Err(Unavailable(failure.message));
+                    }
+                    waited += REGISTRY_WAIT;
+                    std::thread::sleep(REGISTRY_WAIT);
                 }
                 Outcome::Failed(failure) if retry::retries(&failure, attempt, &settings) => {
                     self.retries += 1;
                     if !self.back_off(retry::backoff(attempt)) {
                         handled.interrupted = true;
-                        return false;
+                        return Ok(false);
                     }
                     attempt += 1;
                 }
@@ -183,7 +217,7 @@ impl<'a> Runner<'a> {
                         failure,
                     };
                     handled.dead_letter(dead_letter_topic, &error, attempt);
-                    return false;
+                    return Ok(false);
                 }
             }
         }

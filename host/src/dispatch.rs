@@ -15,6 +15,7 @@ use crate::dead_letter::RecordError;
 use crate::metrics::Tally;
 use crate::reload::{Handler, Snapshot};
 use crate::runtime::{Failure, FollowUp, Outcome, Plugin, Runtime, Trigger, Warm};
+use crate::schema::{self, Unavailable};
 use crate::text::OneLine;
 use crate::{envelope, headers, trace};
 
@@ -52,17 +53,26 @@ impl Ran {
     }
 }
 
+/// What a batch's pass did.
+pub struct Pass {
+    pub ran: Vec<Ran>,
+    /// The records after the last that ran, untouched.
+    pub rest: Vec<OwnedMessage>,
+    /// Why the first of `rest` could not be run yet: the schema registry,
+    /// which its check needs, does not answer.
+    pub waiting: Option<Unavailable>,
+}
+
 /// Runs `batch` (records of one partition, in order) through their
 /// handlers, one attempt each, until a record needs more than that (a
-/// failure, a dead letter) or `token` is cancelled. Returns what ran, and
-/// the records after it, untouched.
+/// failure, a dead letter), cannot be checked yet, or `token` is cancelled.
 pub fn run_batch(
     runtime: &Runtime,
     snapshot: &Snapshot,
     token: &CancellationToken,
     batch: Vec<OwnedMessage>,
     instances: &mut Instances,
-) -> (Vec<Ran>, Vec<OwnedMessage>) {
+) -> Pass {
     let mut tally = Tally::default();
     let mut ran = Vec::with_capacity(batch.len());
     let mut records = batch.into_iter();
@@ -79,16 +89,23 @@ pub fn run_batch(
         key: None,
         attempt: 1,
     };
+    let mut waiting = None;
     for record in records.by_ref() {
-        tally.consumed();
-        let one = run_record(
+        let one = match run_record(
             runtime,
             snapshot,
             record,
             &mut delivery,
             instances,
             &mut tally,
-        );
+        ) {
+            Ok(one) => one,
+            Err(waits) => {
+                waiting = Some(*waits);
+                break;
+            }
+        };
+        tally.consumed();
         let stop = !one.finished();
         ran.push(one);
         if stop || token.is_cancelled() {
@@ -96,9 +113,18 @@ pub fn run_batch(
         }
     }
     tally.flush(&delivery.topic);
-    (ran, records.collect())
+    let (rest, waiting) = match waiting {
+        Some((record, unavailable)) => (
+            std::iter::once(record).chain(records).collect(),
+            Some(unavailable),
+        ),
+        None => (records.collect(), None),
+    };
+    Pass { ran, rest, waiting }
 }
 
+/// One record's first pass; the record back, untouched, if its schema
+/// check needs a registry that does not answer.
 fn run_record(
     runtime: &Runtime,
     snapshot: &Snapshot,
@@ -106,8 +132,8 @@ fn run_record(
     delivery: &mut Delivery,
     instances: &mut Instances,
     tally: &mut Tally,
-) -> Ran {
-    let decoded = decode(snapshot, &record);
+) -> Result<Ran, Box<(OwnedMessage, Unavailable)>> {
+    let (framed, decoded) = decode(snapshot, &record);
     let (record_trace, malformed) = trace::of_record(
         &record,
         decoded.as_ref().ok().map(|event| event.metadata.as_slice()),
@@ -128,17 +154,39 @@ fn run_record(
     let event = match decoded {
         Ok(event) => Arc::new(event),
         Err(error) => {
-            return Ran {
+            return Ok(Ran {
                 record,
                 event: Err(error),
                 handled: Vec::new(),
                 stopped: None,
-            };
+            });
         }
     };
     let routed = snapshot
         .router
         .plugins_for(record.topic(), &event.event_type);
+    // Checked before any plugin sees it; an event no plugin sees is not.
+    if !routed.is_empty() && !snapshot.schemas.is_off() {
+        let checked = snapshot.schemas.check_in(
+            record.topic(),
+            &event.event_type,
+            &event.version,
+            &event.data,
+            framed,
+        );
+        match checked {
+            Ok(Ok(())) => {}
+            Ok(Err(refusal)) => {
+                return Ok(Ran {
+                    record,
+                    event: Err(RecordError::Schema(refusal)),
+                    handled: Vec::new(),
+                    stopped: None,
+                });
+            }
+            Err(unavailable) => return Err(Box::new((record, unavailable))),
+        }
+    }
     if routed.is_empty() {
         tally.skipped();
         tracing::debug!(
@@ -236,29 +284,35 @@ fn run_record(
             }
         }
     }
-    Ran {
+    Ok(Ran {
         record,
         event: Ok(event),
         handled,
         stopped,
-    }
+    })
 }
 
-/// The record's event, or why it is not one.
-fn decode(snapshot: &Snapshot, record: &OwnedMessage) -> Result<Event, RecordError> {
+/// The schema id of the record's Confluent frame, if it has one, and the
+/// record's event, or why it is not one.
+fn decode(snapshot: &Snapshot, record: &OwnedMessage) -> (Option<u32>, Result<Event, RecordError>) {
     let max = snapshot.config.plugins.max_event_bytes;
     let size = record.payload().map_or(0, <[u8]>::len);
     if size > max {
-        return Err(RecordError::TooLarge { size, max });
+        return (None, Err(RecordError::TooLarge { size, max }));
     }
     let hops = headers::hops(record.headers());
     let max_hops = snapshot.config.plugins.max_hops;
     if hops >= max_hops {
-        return Err(RecordError::Loop {
-            hops,
-            max: max_hops,
-        });
+        return (
+            None,
+            Err(RecordError::Loop {
+                hops,
+                max: max_hops,
+            }),
+        );
     }
+    let (framed, value) = schema::unframe(record.payload());
     let headers = headers::text_named(record.headers());
-    envelope::decode(record.payload(), headers).map_err(RecordError::Undecodable)
+    let event = envelope::decode(value, headers).map_err(RecordError::Undecodable);
+    (framed, event)
 }

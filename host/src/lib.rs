@@ -34,6 +34,8 @@
 //!   environment or files;
 //! - [`swap`]: whether pages can be swapped out, which decides how pool
 //!   slots are reset between instances;
+//! - [`schema`]: JSON Schemas of events' `data`, from files and a
+//!   Confluent-compatible registry, checked in and out;
 //! - `trace`: W3C trace context in and out, and OpenTelemetry span export;
 //! - `transaction`: exactly-once delivery, a record's effects and offset in
 //!   one Kafka transaction, and a new producer when one is stuck;
@@ -73,6 +75,7 @@ mod retry;
 pub mod routing;
 pub mod runtime;
 pub mod scaffold;
+pub mod schema;
 pub mod security;
 pub mod swap;
 mod text;

@@ -20,6 +20,9 @@
 //! | `eddy_transaction_producers_replaced_total` (stuck in a call) | — |
 //! | `eddy_spans_exported_total` (OpenTelemetry export on) | — |
 //! | `eddy_spans_dropped_total` (queue full, collector unreachable) | reason |
+//! | `eddy_schema_checks_total` | door (in, out), event_type (empty when no schema names it), outcome (valid, invalid, unknown, no-schema) |
+//! | `eddy_schema_registry_fetches_total` | outcome (ok, missing, error) |
+//! | `eddy_schema_reloads_total` (schema files) | outcome (ok, failed) |
 //! | `eddy_consumer_errors_total` (what the consumer handed back instead of records) | code |
 
 use std::sync::OnceLock;
@@ -176,4 +179,16 @@ pub fn spans_dropped(reason: &'static str, count: usize) {
 
 pub fn consumer_error(code: String) {
     counter!("eddy_consumer_errors_total", "code" => code).increment(1);
+}
+
+pub fn schema_check(door: &'static str, event_type: &str, outcome: &'static str) {
+    counter!("eddy_schema_checks_total", "door" => door, "event_type" => event_type.to_string(), "outcome" => outcome).increment(1);
+}
+
+pub fn schema_fetch(outcome: &'static str) {
+    counter!("eddy_schema_registry_fetches_total", "outcome" => outcome).increment(1);
+}
+
+pub fn schema_reload(outcome: &'static str) {
+    counter!("eddy_schema_reloads_total", "outcome" => outcome).increment(1);
 }

@@ -100,7 +100,9 @@ pub struct CheckReport {
 pub fn check(config: &Config, runtime: &Runtime) -> CheckReport {
     let mut lines = Vec::new();
     let mut ok = true;
-    for problem in config.problems() {
+    let problems = config.problems();
+    let config_ok = problems.is_empty();
+    for problem in problems {
         ok = false;
         lines.push(format!("error: {problem}"));
     }
@@ -152,6 +154,18 @@ pub fn check(config: &Config, runtime: &Runtime) -> CheckReport {
                 route.plugin,
                 config.plugins.dir.display()
             ));
+        }
+    }
+    // Only when the config is sound: a bad [schemas] is already said.
+    if config_ok {
+        for line in crate::schema::check(config) {
+            match line {
+                Ok(line) => lines.push(format!("ok: {line}")),
+                Err(line) => {
+                    ok = false;
+                    lines.push(format!("error: {line}"));
+                }
+            }
         }
     }
     CheckReport { lines, ok }

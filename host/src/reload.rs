@@ -24,6 +24,7 @@ use crate::metrics;
 use crate::plugins::{self, Unread, wasm_files};
 use crate::routing::Router;
 use crate::runtime::{Plugin, Runtime, plugin_name, version_of};
+use crate::schema::{self, Schemas};
 
 /// How long the folder must be quiet before a change is looked at: only
 /// long enough to take a burst of events as one. A file still being written
@@ -37,6 +38,8 @@ pub struct Snapshot {
     /// The loaded plugin files, by name.
     pub plugins: BTreeMap<String, Arc<Plugin>>,
     pub router: Router,
+    /// What events and follow-ups are checked against.
+    pub schemas: Arc<Schemas>,
     /// What each plugin name runs.
     handlers: HashMap<String, Handler>,
     settings: HashMap<String, Arc<PluginSettings>>,
@@ -53,11 +56,20 @@ pub enum Handler {
 }
 
 impl Snapshot {
-    pub fn new(config: Arc<Config>, plugins: BTreeMap<String, Arc<Plugin>>) -> Snapshot {
+    pub fn new(
+        config: Arc<Config>,
+        plugins: BTreeMap<String, Arc<Plugin>>,
+        schemas: Arc<Schemas>,
+    ) -> Snapshot {
+        let with_schemas = |plugin: &str| {
+            let mut settings = config.settings(plugin);
+            settings.schemas = (!schemas.is_off()).then(|| schemas.clone());
+            Arc::new(settings)
+        };
         let settings = config
             .routes
             .iter()
-            .map(|r| (r.plugin.clone(), Arc::new(config.settings(&r.plugin))))
+            .map(|r| (r.plugin.clone(), with_schemas(&r.plugin)))
             .collect();
         #[allow(unused_mut)]
         let mut handlers: HashMap<String, Handler> = plugins
@@ -70,6 +82,7 @@ impl Snapshot {
             .or_insert(Handler::Native);
         Snapshot {
             router: Router::new(&config.routes),
+            schemas,
             config,
             plugins,
             handlers,
@@ -110,6 +123,9 @@ pub struct Reloader {
     config_text: Option<String>,
     /// Plugin name → the version last refused, so it is reported once.
     refused: HashMap<String, String>,
+    schema_files: schema::Loader,
+    /// The registry client, kept (with what it fetched) while its URL stays.
+    registry: Option<Arc<schema::Registry>>,
 }
 
 impl Reloader {
@@ -122,6 +138,8 @@ impl Reloader {
             runtime,
             config_text,
             refused: HashMap::new(),
+            schema_files: schema::Loader::default(),
+            registry: None,
         }
     }
 
@@ -137,7 +155,9 @@ impl Reloader {
                 started.elapsed().as_millis()
             );
         }
-        let snapshot = Snapshot::new(Arc::new(config), plugins.unwrap_or_default());
+        let files = self.reconcile_schema_files(&config, &schema::Catalog::default());
+        let schemas = self.schemas(&config, files.unwrap_or_default());
+        let snapshot = Snapshot::new(Arc::new(config), plugins.unwrap_or_default(), schemas);
         snapshot.log_missing_plugins();
         Ok(snapshot)
     }
@@ -155,12 +175,40 @@ impl Reloader {
                 None
             }
         };
-        if new_config.is_none() && plugins.is_none() {
+        let files = self.reconcile_schema_files(&config, current.schemas.files());
+        if new_config.is_none() && plugins.is_none() && files.is_none() {
             return None;
         }
-        let snapshot = Snapshot::new(config, plugins.unwrap_or_else(|| current.plugins.clone()));
+        let files = files.unwrap_or_else(|| current.schemas.files().clone());
+        let schemas = self.schemas(&config, files);
+        let snapshot = Snapshot::new(
+            config,
+            plugins.unwrap_or_else(|| current.plugins.clone()),
+            schemas,
+        );
         snapshot.log_missing_plugins();
         Some(snapshot)
+    }
+
+    /// The schema files of `[schemas] dir` if they differ from `current`.
+    fn reconcile_schema_files(
+        &mut self,
+        config: &Config,
+        current: &schema::Catalog,
+    ) -> Option<schema::Catalog> {
+        match &config.schemas.dir {
+            Some(dir) => self.schema_files.reconcile(dir, current),
+            None => (!current.is_empty()).then(schema::Catalog::default),
+        }
+    }
+
+    /// The snapshot's schemas: `files`, and the registry of `config`.
+    fn schemas(&mut self, config: &Config, files: schema::Catalog) -> Arc<Schemas> {
+        let url = config.schemas.registry.as_deref();
+        if self.registry.as_ref().map(|r| r.base()) != url.map(|u| u.trim_end_matches('/')) {
+            self.registry = url.map(|url| Arc::new(schema::Registry::new(url)));
+        }
+        Arc::new(Schemas::new(&config.schemas, files, self.registry.clone()))
     }
 
     /// A new config if the file changed and the change is valid.
@@ -331,6 +379,7 @@ pub fn watch(
 )> {
     let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let plugin_dir = absolute(&config.plugins.dir);
+    let schema_dir = config.schemas.dir.as_deref().map(absolute);
     let config_file = config.source.as_deref().map(absolute);
     let config_dir = config_file
         .as_deref()
@@ -340,8 +389,13 @@ pub fn watch(
     let (sender, receiver) = std::sync::mpsc::channel();
     let relevant = {
         let (plugin_dir, config_file) = (plugin_dir.clone(), config_file.clone());
+        let schema_dir = schema_dir.clone();
         move |path: &Path| {
-            path.parent() == Some(plugin_dir.as_path()) || Some(path) == config_file.as_deref()
+            path.parent() == Some(plugin_dir.as_path())
+                || Some(path) == config_file.as_deref()
+                || schema_dir
+                    .as_deref()
+                    .is_some_and(|dir| path.starts_with(dir))
         }
     };
     let mut debouncer = new_debouncer(DEBOUNCE, None, move |result: DebounceEventResult| {
@@ -363,17 +417,23 @@ pub fn watch(
     if let Some(dir) = config_dir.filter(|d| !folders.contains(d)) {
         folders.push(dir);
     }
-    for folder in &folders {
-        debouncer
-            .watch(folder, RecursiveMode::NonRecursive)
-            .map_err(|e| {
-                let kind = match &e.kind {
-                    notify::ErrorKind::Io(io) => io.kind(),
-                    _ => std::io::ErrorKind::Other,
-                };
-                let whom = crate::config::as_whom(kind);
-                anyhow::anyhow!("cannot watch {}: {e}{whom}", folder.display())
-            })?;
+    let mut watched: Vec<(PathBuf, RecursiveMode)> = folders
+        .into_iter()
+        .map(|f| (f, RecursiveMode::NonRecursive))
+        .collect();
+    // A schema folder has a folder per event type: watched whole.
+    if let Some(dir) = schema_dir.filter(|d| d.is_dir()) {
+        watched.push((dir, RecursiveMode::Recursive));
+    }
+    for (folder, mode) in &watched {
+        debouncer.watch(folder, *mode).map_err(|e| {
+            let kind = match &e.kind {
+                notify::ErrorKind::Io(io) => io.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
+            let whom = crate::config::as_whom(kind);
+            anyhow::anyhow!("cannot watch {}: {e}{whom}", folder.display())
+        })?;
     }
     Ok((debouncer, receiver))
 }

@@ -41,6 +41,12 @@ pub fn retries(failure: &Failure, attempt: u32, settings: &PluginSettings) -> bo
     failure.retryable() && attempt <= settings.max_retries
 }
 
+/// How long a record waits for the schema registry before asking it again,
+/// the `waits`th time in a row: the retry backoff, at most 5 s.
+pub fn schema_wait(waits: u32) -> Duration {
+    backoff(waits).min(Duration::from_secs(5))
+}
+
 /// What a plugin is told of `record` on its attempt `attempt`.
 pub fn delivery(record: &OwnedMessage, attempt: u32) -> Delivery {
     Delivery {
@@ -231,6 +237,7 @@ async fn deliver(
         }
     };
     let mut attempt: u32 = 1;
+    let mut waits: u32 = 0;
     loop {
         let attempted_at = SystemTime::now();
         let outcome = match first.take() {
@@ -310,6 +317,18 @@ async fn deliver(
                 tally.flush(record.topic());
                 tracing::debug!(attempt, follow_ups = count, version = %loaded.hash, "handled");
                 return Ok(());
+            }
+            Outcome::Failed(failure) if failure.kind == FailureKind::SchemaUnavailable => {
+                // The registry's fault, not the event's: the attempt is
+                // made again, uncounted, until it answers.
+                waits += 1;
+                let delay = schema_wait(waits);
+                tracing::warn!(
+                    attempt,
+                    "a follow-up's schema is not to be had, trying again in {delay:?}: {}",
+                    failure.message
+                );
+                pause(token, delay).await?;
             }
             Outcome::Failed(failure) if retries(&failure, attempt, &settings) => {
                 let delay = backoff(attempt);

@@ -98,6 +98,10 @@ pub enum FailureKind {
     /// Kafka refused, for good, a follow-up the handler published (too
     /// large, no such topic, not authorised): retrying cannot help.
     FollowUpRefused,
+    /// A follow-up's schema was needed from the schema registry, which did
+    /// not answer: not the event's fault, so the attempt does not count and
+    /// is made again when the registry answers.
+    SchemaUnavailable,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +121,7 @@ impl FailureKind {
             FailureKind::Memory => "memory-limit",
             FailureKind::Instantiate => "instantiate",
             FailureKind::FollowUpRefused => "follow-up-refused",
+            FailureKind::SchemaUnavailable => "schema-unavailable",
         }
     }
 }
@@ -368,6 +373,15 @@ impl Runtime {
             }),
             Err(failure) => Outcome::Failed(failure),
         };
+        // Whatever the handler made of it, an attempt that met a registry
+        // not answering is made again: what it published is dropped.
+        let outcome = match warm.store.data_mut().schemas_unavailable.take() {
+            Some(why) => Outcome::Failed(Failure {
+                kind: FailureKind::SchemaUnavailable,
+                message: why,
+            }),
+            None => outcome,
+        };
         // Kept only after a clean return: a trap may leave the guest broken.
         if let Some(slot) = slot
             && matches!(outcome, Outcome::Handled(_))
@@ -410,6 +424,7 @@ impl Runtime {
             follow_ups: Vec::new(),
             follow_up_bytes: 0,
             log_lines: 0,
+            schemas_unavailable: None,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -528,6 +543,9 @@ pub struct HostState {
     follow_up_bytes: usize,
     /// `log` calls of the event in hand.
     log_lines: u32,
+    /// Why a follow-up of the event in hand could not be checked: the
+    /// schema registry did not answer.
+    schemas_unavailable: Option<String>,
 }
 
 /// Where the event in hand came from, for the guest's log lines.
@@ -555,6 +573,7 @@ impl HostState {
         self.follow_ups.clear();
         self.follow_up_bytes = 0;
         self.log_lines = 0;
+        self.schemas_unavailable = None;
     }
 
     /// Runs `f` inside the spans the pipeline's own lines carry, so a guest's
@@ -655,7 +674,11 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
         if event.correlation_id.is_none() {
             event.correlation_id = Some(self.trigger_correlation.clone());
         }
-        let payload = envelope::encode_plain(&event).map_err(PublishError::Invalid)?;
+        let frame = self.check_schema(&topic, &event)?;
+        let mut payload = envelope::encode_plain(&event).map_err(PublishError::Invalid)?;
+        if let Some(id) = frame {
+            payload = crate::schema::framed(id, &payload);
+        }
         let key = key.or_else(|| event.aggregate_id.clone());
         // The key counts too: it is held in the host and written to Kafka.
         let size = payload.len() + key.as_ref().map_or(0, String::len);
@@ -681,6 +704,37 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
             trace,
         });
         Ok(())
+    }
+}
+
+impl HostState {
+    /// Checks a follow-up against its schema, if eddy has schemas: the id
+    /// to frame it with when the plugin's follow-ups are written in the
+    /// Confluent wire format.
+    fn check_schema(&mut self, topic: &str, event: &Event) -> Result<Option<u32>, PublishError> {
+        let Some(schemas) = &self.settings.schemas else {
+            return Ok(None);
+        };
+        let want_id = self.settings.wire_format == crate::config::WireFormat::Confluent;
+        let (event_type, version) = (&event.event_type, &event.version);
+        match schemas.check_out(topic, event_type, version, &event.data, want_id) {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(why)) => {
+                tracing::debug!(plugin = %self.plugin, topic, "publish refused: {}", OneLine(&why));
+                Err(PublishError::Invalid(format!(
+                    "{} {}: {why}",
+                    OneLine(event_type),
+                    OneLine(version)
+                )))
+            }
+            Err(unavailable) => {
+                let why = unavailable.to_string();
+                self.schemas_unavailable = Some(why.clone());
+                Err(PublishError::Invalid(format!(
+                    "{why}; the event is handled again when it answers"
+                )))
+            }
+        }
     }
 }
 

@@ -147,6 +147,18 @@ impl TestProducer {
             .expect("enqueue record");
     }
 
+    /// Sends the bytes `value` with `key` to partition `partition` of `topic`.
+    pub fn send_bytes_to(&self, topic: &str, partition: i32, key: &str, value: &[u8]) {
+        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic)
+            .partition(partition)
+            .key(key)
+            .payload(value);
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue record");
+    }
+
     /// Sends a record whose header names are any bytes (rdkafka's own
     /// header API takes names as text only).
     pub fn send_raw(

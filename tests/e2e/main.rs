@@ -8,6 +8,9 @@
 //! - `EDDY_KAFKA_HOME`: where the Kafka jars are, for tests that run a broker of their own;
 //! - `EDDY_KAFKA_SASL_SSL`, `EDDY_KAFKA_SSL`: the broker's secured listeners,
 //!   and `EDDY_KAFKA_TLS` the folder of their certificates and passwords;
+//! - `EDDY_REGISTRY_HOME`: Apicurio Registry's unpacked archive, for tests
+//!   that run a schema registry of their own, and `EDDY_PYTHON` a Python
+//!   with Confluent's client (`confluent-kafka`) and its JSON Schema serializer;
 //! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes;
 //! - `EDDY_IMAGE`: eddy's container image (`cargo xtask image`), and
 //!   `CONTAINERS_CONF` the podman settings it was built with.
@@ -29,7 +32,9 @@ mod hostile;
 mod offline;
 mod operations;
 mod ownership;
+mod registry;
 mod reload;
 mod replay;
 mod sandbox;
+mod schemas;
 mod traces;

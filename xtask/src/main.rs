@@ -8,12 +8,14 @@
 //! - `bench`: throughput, CPU, memory and latency against a bare consumer
 //!   and the Python bus;
 //! - `image`: eddy's container image, built with podman;
+//! - `registry`: a real schema registry (Apicurio, from Maven Central);
 //! - this file: commands, building plugins and the host, running tests.
 
 mod bench;
 mod demo;
 mod image;
 mod kafka;
+mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +26,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   kafka start|stop|status   a local Apache Kafka broker on 127.0.0.1:9092
+  registry start|stop|status
+                            a local schema registry (Apicurio) on 127.0.0.1:18081
   plugins                   build the example plugins to target/plugins/*.wasm
   demo                      build everything, start Kafka and eddy, show follow-ups
   image                     build eddy's container image with podman (localhost/eddy:dev)
@@ -39,6 +43,9 @@ fn main() {
         ["kafka", "start"] => kafka::start().map(|_| ()),
         ["kafka", "stop"] => kafka::stop(),
         ["kafka", "status"] => kafka::status(),
+        ["registry", "start"] => registry::start(),
+        ["registry", "stop"] => registry::stop(),
+        ["registry", "status"] => registry::status(),
         ["plugins"] => build_plugins().map(|_| ()),
         ["demo"] => demo::run(),
         ["image"] => image::build(),
@@ -253,6 +260,9 @@ fn test() -> anyhow::Result<()> {
     )?;
     // The container tests run the image.
     image::build()?;
+    // Tests that need a schema registry start their own from here.
+    let registry = registry::ensure()?;
+    let python = registry::python_client()?;
     kafka::start()?;
     run_command(
         cargo()
@@ -275,6 +285,8 @@ fn test() -> anyhow::Result<()> {
             .env("EDDY_KAFKA_SASL_SSL", kafka::SASL_SSL)
             .env("EDDY_KAFKA_SSL", kafka::SSL)
             .env("EDDY_KAFKA_TLS", kafka::tls_dir())
+            .env("EDDY_REGISTRY_HOME", &registry)
+            .env("EDDY_PYTHON", &python)
             .env("EDDY_SCAFFOLD_TARGET_DIR", cargo_target_dir().join("wasm"))
             .env("EDDY_IMAGE", image::IMAGE)
             .env("EDDY_PODMAN_COMPOSE", image::podman_compose()?)

@@ -119,16 +119,21 @@ pub fn run(options: &Options) -> anyhow::Result<Report> {
         .load_as(&name, &options.plugin, &bytes)
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let plugin = Arc::new(plugin);
+    let schemas = crate::schema::load_once(&config.schemas)
+        .map_err(|refused| anyhow::anyhow!("{}", refused.join("; ")))?;
     let snapshot = Snapshot::new(
         Arc::new(config),
         BTreeMap::from([(name.clone(), plugin.clone())]),
+        schemas,
     );
 
     let started = Instant::now();
     let mut runner = Runner::new(&runtime, Backoff::Virtual);
     let (mut tally, mut effects) = (Tally::default(), Vec::new());
     for input in inputs {
-        let handled = runner.handle(&snapshot, input.record);
+        let handled = runner
+            .handle(&snapshot, input.record)
+            .map_err(|e| anyhow::anyhow!("event on line {}: {e}", input.line))?;
         effects_of(input.line, handled, &mut tally, &mut effects);
     }
     tally.retries = runner.retries;

@@ -27,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Cancelled, Lease, Ledger, Start};
 use crate::app::Pipeline;
-use crate::dispatch::{self, Instances, Ran};
+use crate::dispatch::{self, Instances, Pass, Ran};
 use crate::produce::{self, Acks, NotTaken, Sent};
 use crate::reload::Snapshot;
 use crate::retry::{self, Effect};
+use crate::schema::Unavailable;
 use crate::transaction::{Position, Transactions, Written};
 
 use super::in_transaction::{dead_letter_instead, write_effects};
@@ -57,6 +58,8 @@ pub struct Worker {
     /// Handled records whose follow-ups await acknowledgement, oldest first.
     in_flight: VecDeque<InFlight>,
     instances: Instances,
+    /// Times in a row the next record waited for the schema registry.
+    schema_waits: u32,
 }
 
 struct InFlight {
@@ -95,6 +98,7 @@ impl Worker {
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
             instances: Instances::new(),
+            schema_waits: 0,
         };
         let mut records = start.records;
         // Cancelled, let go of by the fetch loop, or a batch thread failed:
@@ -126,19 +130,51 @@ impl Worker {
             let snapshot = self.pipeline.state.load_full();
             let batch: Vec<OwnedMessage> =
                 self.queue.drain(..self.queue.len().min(BATCH)).collect();
-            let Some((ran, rest)) = self.run_batch(&snapshot, batch).await else {
+            let Some(pass) = self.run_batch(&snapshot, batch).await else {
                 return Ok(());
             };
-            for record in rest.into_iter().rev() {
+            for record in pass.rest.into_iter().rev() {
                 self.queue.push_front(record);
             }
             // Even if the worker was told to stop meanwhile, what the batch
             // handled is handed to the producer (that does not wait); a
             // record that needs the slow way stops at its first wait.
-            for ran in ran {
+            for ran in pass.ran {
                 self.finish(ran, &snapshot).await?;
             }
+            match pass.waiting {
+                Some(unavailable) => self.wait_for_schemas(&unavailable).await?,
+                None => self.schema_waits = 0,
+            }
         }
+    }
+
+    /// The next record's schema check needs the registry, which does not
+    /// answer: the partition waits (its other records with it, in order),
+    /// then runs it again. Other partitions go on.
+    async fn wait_for_schemas(&mut self, unavailable: &Unavailable) -> Result<(), Cancelled> {
+        self.schema_waits += 1;
+        let delay = retry::schema_wait(self.schema_waits);
+        let offset = self.queue.front().map(|r| r.offset());
+        if self.schema_waits == 1 {
+            tracing::warn!(
+                topic = self.topic,
+                partition = self.partition,
+                offset,
+                "the partition waits for the schema registry: {unavailable}"
+            );
+        } else {
+            tracing::debug!(
+                topic = self.topic,
+                partition = self.partition,
+                offset,
+                "still waiting for the schema registry, next try in {delay:?}"
+            );
+        }
+        // What finished before the record is stored while it waits.
+        self.settle_all().await?;
+        self.store();
+        super::pause(&self.token, delay).await
     }
 
     /// Tops the queue up from the fetch loop. With nothing queued it settles
@@ -198,7 +234,7 @@ impl Worker {
         &mut self,
         snapshot: &Arc<Snapshot>,
         batch: Vec<OwnedMessage>,
-    ) -> Option<(Vec<Ran>, Vec<OwnedMessage>)> {
+    ) -> Option<Pass> {
         let mut instances = std::mem::take(&mut self.instances);
         let (runtime, snapshot, token) = (
             self.pipeline.runtime.clone(),

@@ -43,6 +43,8 @@ pub fn load_plugins(
     }
     let dir = &config.plugins.dir;
     let loaded = plugins::load_dir(runtime, dir, config.plugins.max_plugin_bytes)?;
+    let schemas = crate::schema::load_once(&config.schemas)
+        .map_err(|refused| anyhow::anyhow!("{}; nothing was written", refused.join("; ")))?;
     for name in &plan.plugins {
         let Some(plugin) = loaded.plugins.get(name) else {
             let refused = loaded
@@ -64,7 +66,10 @@ pub fn load_plugins(
             .map(|topic| Route::everything(topic, name))
             .collect();
         let plugins = BTreeMap::from([(name.clone(), plugin.clone())]);
-        snapshots.insert(name.clone(), Snapshot::new(Arc::new(routed), plugins));
+        snapshots.insert(
+            name.clone(),
+            Snapshot::new(Arc::new(routed), plugins, schemas.clone()),
+        );
     }
     Ok(snapshots)
 }
@@ -220,7 +225,7 @@ impl<'a> Replay<'a> {
             .plugins
             .get(name)
             .with_context(|| format!("plugin {name} was not loaded"))?;
-        let handled = self.runner.handle(snapshot, record);
+        let handled = self.runner.handle(snapshot, record)?;
         if handled.interrupted {
             bail!(
                 "interrupted while {} waited to be retried",

@@ -54,6 +54,14 @@ fn the_compose_file_has_kafka_kraft_kafka_ui_and_eddy() {
         Some("kafka:29092")
     );
 
+    let registry = &services["registry"];
+    assert!(
+        registry["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("apicurio/apicurio-registry:"))
+    );
+    assert!(ports(registry).contains(&"8081:8080".to_string()));
+
     let eddy = &services["eddy"];
     assert!(eddy["build"].as_str().is_some());
     assert!(ports(eddy).contains(&"9464:9464".to_string()));

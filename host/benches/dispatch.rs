@@ -135,12 +135,49 @@ fn trace_context(c: &mut Criterion) {
     });
 }
 
+/// What checking an event's data against its schema file costs: the
+/// corpus's `user.created` against a schema of the kind a service writes.
+fn schema_check(c: &mut Criterion) {
+    let dir = std::env::temp_dir().join(format!("eddy-bench-schemas-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("user.created")).expect("schema folder");
+    std::fs::write(
+        dir.join("user.created/1.0.json"),
+        r#"{"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+            "required": ["user_id", "email", "name", "plan"],
+            "properties": {"user_id": {"type": "string", "pattern": "^user-[0-9]+$"},
+                           "email": {"type": "string", "maxLength": 254},
+                           "name": {"type": "string", "minLength": 1},
+                           "plan": {"enum": ["free", "pro"]},
+                           "seq": {"type": "integer", "minimum": 0}}}"#,
+    )
+    .expect("schema file");
+    let config = eddy_host::config::SchemasConfig {
+        dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    let schemas = eddy_host::schema::load_once(&config).expect("the schema loads");
+    let event: Event = envelope::decode(Some(EVENT.as_bytes()), []).expect("an event");
+    c.bench_function("schema-check/user.created", |b| {
+        b.iter(|| {
+            let checked = schemas.check_in(
+                "user.events",
+                &event.event_type,
+                &event.version,
+                &event.data,
+                None,
+            );
+            assert_eq!(checked, Ok(Ok(())));
+        })
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = dispatch, trace_context
+    targets = dispatch, trace_context, schema_check
 }
 criterion_main!(benches);

@@ -504,9 +504,16 @@ impl Pipeline {
         for plugin in missing {
             reasons.push(format!("routed plugin {plugin} is not loaded"));
         }
-        if let Some(trouble) = snapshot.schemas.registry().and_then(|r| r.trouble()) {
+        let waiting = crate::schema::waiting();
+        if waiting > 0 {
+            let why = snapshot
+                .schemas
+                .registry()
+                .and_then(|r| r.trouble())
+                .unwrap_or_else(|| "the schema registry does not answer".to_string());
             reasons.push(format!(
-                "{trouble}: partitions whose next event needs a schema from it wait"
+                "records waiting for the schema registry, each holding its partition: \
+                 {waiting}; {why}"
             ));
         }
         if reasons.is_empty() {

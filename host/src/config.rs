@@ -456,7 +456,9 @@ impl Config {
     }
 
     /// Overrides Kafka settings from `KAFKA_BOOTSTRAP_SERVERS`,
-    /// `KAFKA_CONSUMER_GROUP` and `KAFKA_AUTO_OFFSET_RESET`.
+    /// `KAFKA_CONSUMER_GROUP` and `KAFKA_AUTO_OFFSET_RESET` (and eddy's own
+    /// from `EDDY_DELIVERY`, `EDDY_TRANSACTIONAL_ID` and
+    /// `EDDY_SCHEMA_REGISTRY`).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         if let Some(v) = var("KAFKA_BOOTSTRAP_SERVERS") {
             self.kafka.bootstrap_servers = v;
@@ -478,6 +480,9 @@ impl Config {
         }
         if let Some(v) = var("EDDY_TRANSACTIONAL_ID") {
             self.kafka.transactional_id = Some(v);
+        }
+        if let Some(v) = var("EDDY_SCHEMA_REGISTRY") {
+            self.schemas.registry = Some(v).filter(|v| !v.trim().is_empty());
         }
     }
 
@@ -714,6 +719,38 @@ mod tests {
         assert_eq!(config.kafka.bootstrap_servers, "kafka:29092");
         assert_eq!(config.kafka.group_id, "other");
         assert_eq!(config.kafka.auto_offset_reset, "latest");
+    }
+
+    #[test]
+    fn schemas_are_configured_strictly_and_the_registry_from_the_environment() {
+        let text =
+            format!("{EXAMPLE}\n[schemas]\nsubject = \"topic-value\"\nunknown = \"dead-letter\"\n");
+        let mut config = Config::parse(&text).unwrap();
+        assert_eq!(config.schemas.subject, SubjectStrategy::TopicValue);
+        assert_eq!(config.schemas.unknown, UnknownSchema::DeadLetter);
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        config.apply_env(|name| {
+            (name == "EDDY_SCHEMA_REGISTRY").then(|| "https://registry:8081".to_string())
+        });
+        let problems = config.problems();
+        assert!(
+            problems.iter().any(|p| p.contains("plain HTTP only")),
+            "{problems:?}"
+        );
+        let wrong = text.replace("\"dead-letter\"", "\"drop\"");
+        let err = format!("{:#}", Config::parse(&wrong).unwrap_err());
+        assert!(err.contains("unknown variant `drop`"), "{err}");
+        let confluent = text.replace(
+            "[plugin.welcome-email]",
+            "[plugin.welcome-email]\nwire_format = \"confluent\"",
+        );
+        let problems = Config::parse(&confluent).unwrap().problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("[schemas] names no registry")),
+            "{problems:?}"
+        );
     }
 
     #[test]

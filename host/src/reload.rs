@@ -253,6 +253,10 @@ impl Reloader {
             tracing::warn!("[plugins] dir changed; restart eddy to apply it");
             config.plugins.dir = current.plugins.dir.clone();
         }
+        if config.schemas.dir != current.schemas.dir {
+            tracing::warn!("[schemas] dir changed; restart eddy to apply it");
+            config.schemas.dir = current.schemas.dir.clone();
+        }
         if config.http != current.http {
             tracing::warn!("[http] settings changed; restart eddy to apply them");
             config.http = current.http.clone();

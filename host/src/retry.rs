@@ -238,6 +238,7 @@ async fn deliver(
     };
     let mut attempt: u32 = 1;
     let mut waits: u32 = 0;
+    let mut waiting = None;
     loop {
         let attempted_at = SystemTime::now();
         let outcome = match first.take() {
@@ -322,6 +323,7 @@ async fn deliver(
                 // The registry's fault, not the event's: the attempt is
                 // made again, uncounted, until it answers.
                 waits += 1;
+                waiting.get_or_insert_with(crate::schema::Waiting::new);
                 let delay = schema_wait(waits);
                 tracing::warn!(
                     attempt,

@@ -374,13 +374,28 @@ impl Runtime {
             Err(failure) => Outcome::Failed(failure),
         };
         // Whatever the handler made of it, an attempt that met a registry
-        // not answering is made again: what it published is dropped.
-        let outcome = match warm.store.data_mut().schemas_unavailable.take() {
-            Some(why) => Outcome::Failed(Failure {
+        // not answering is made again: what it published is dropped. So is
+        // one that ran out of time while the registry was slow to answer:
+        // its schemas are at hand the next time.
+        let state = warm.store.data_mut();
+        let fetching = std::mem::take(&mut state.schema_fetching);
+        let outcome = match (state.schemas_unavailable.take(), outcome) {
+            (Some(why), _) => Outcome::Failed(Failure {
                 kind: FailureKind::SchemaUnavailable,
                 message: why,
             }),
-            None => outcome,
+            (None, Outcome::Failed(failure))
+                if failure.kind == FailureKind::Timeout && !fetching.is_zero() =>
+            {
+                Outcome::Failed(Failure {
+                    kind: FailureKind::SchemaUnavailable,
+                    message: format!(
+                        "the schema registry took {} ms of the attempt's timeout_ms to answer",
+                        fetching.as_millis()
+                    ),
+                })
+            }
+            (None, outcome) => outcome,
         };
         // Kept only after a clean return: a trap may leave the guest broken.
         if let Some(slot) = slot
@@ -425,6 +440,7 @@ impl Runtime {
             follow_up_bytes: 0,
             log_lines: 0,
             schemas_unavailable: None,
+            schema_fetching: Duration::ZERO,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -546,6 +562,9 @@ pub struct HostState {
     /// Why a follow-up of the event in hand could not be checked: the
     /// schema registry did not answer.
     schemas_unavailable: Option<String>,
+    /// Time the event in hand's `publish` calls spent waiting for the
+    /// schema registry, inside the attempt's `timeout_ms`.
+    schema_fetching: Duration,
 }
 
 /// Where the event in hand came from, for the guest's log lines.
@@ -574,6 +593,7 @@ impl HostState {
         self.follow_up_bytes = 0;
         self.log_lines = 0;
         self.schemas_unavailable = None;
+        self.schema_fetching = Duration::ZERO;
     }
 
     /// Runs `f` inside the spans the pipeline's own lines carry, so a guest's
@@ -707,6 +727,10 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
     }
 }
 
+/// A follow-up's schema check longer than this asked the registry (a
+/// check against a compiled schema takes microseconds).
+const SLOW_SCHEMA_CHECK: Duration = Duration::from_millis(20);
+
 impl HostState {
     /// Checks a follow-up against its schema, if eddy has schemas: the id
     /// to frame it with when the plugin's follow-ups are written in the
@@ -717,7 +741,13 @@ impl HostState {
         };
         let want_id = self.settings.wire_format == crate::config::WireFormat::Confluent;
         let (event_type, version) = (&event.event_type, &event.version);
-        match schemas.check_out(topic, event_type, version, &event.data, want_id) {
+        let started = Instant::now();
+        let checked = schemas.check_out(topic, event_type, version, &event.data, want_id);
+        // A check that took this long asked the registry.
+        if started.elapsed() > SLOW_SCHEMA_CHECK {
+            self.schema_fetching += started.elapsed();
+        }
+        match checked {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(why)) => {
                 tracing::debug!(plugin = %self.plugin, topic, "publish refused: {}", OneLine(&why));

@@ -26,6 +26,8 @@ impl Registry {
             .expect("a free port")
             .port();
         let dir = std::env::temp_dir().join(format!("eddy-registry-{port}"));
+        // What a crashed earlier run left there is not this registry's.
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("registry folder");
         let mut registry = Registry {
             child: None,

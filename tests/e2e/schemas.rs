@@ -256,25 +256,21 @@ fn a_schema_file_replaced_while_events_flow_applies_from_the_next_event_on_and_l
 
     // Every event is either followed up or dead-lettered, and in the
     // partition's order all that passed come before all that did not.
+    let dlq = format!("{topic}.dlq");
+    let both = crate::harness::read_until(
+        &crate::harness::bootstrap(),
+        &[&out, &dlq],
+        Duration::from_secs(120),
+        |_| true,
+        |kept| kept.len() >= EVENTS,
+    );
     let mut fate: HashMap<String, &str> = HashMap::new();
-    let dead = read(
-        &[&format!("{topic}.dlq")],
-        1,
-        Duration::from_secs(120),
-        |_| true,
-    );
-    let follow_ups = read(
-        &[&out],
-        EVENTS - dead.len(),
-        Duration::from_secs(120),
-        |_| true,
-    );
-    for record in &follow_ups {
-        let cause = record.json()["causation_id"].as_str().unwrap().to_string();
-        assert!(fate.insert(cause, "handled").is_none(), "a duplicate");
-    }
-    let dead = read_to_end(&[&format!("{topic}.dlq")], |_| true);
-    for record in &dead {
+    for record in &both {
+        if record.topic == out {
+            let cause = record.json()["causation_id"].as_str().unwrap().to_string();
+            assert!(fate.insert(cause, "handled").is_none(), "a duplicate");
+            continue;
+        }
         let id = record.json()["event_id"].as_str().unwrap().to_string();
         assert!(
             record
@@ -552,9 +548,10 @@ fn records_in_the_confluent_wire_format_are_checked_against_the_registry_schema_
     };
     // The id once, the subject once, and the Python serializer's id once
     // more if it is not the same schema's; missing: 9999, and the subject
-    // of welcome-email's follow-ups, which has no schema.
+    // of welcome-email's follow-ups, which has no schema (again, should the
+    // test outlast the 30 s a miss is remembered).
     assert!(
-        (2.0..=3.0).contains(&fetches("ok")) && fetches("missing") == 2.0,
+        (2.0..=3.0).contains(&fetches("ok")) && fetches("missing") >= 2.0,
         "{metrics}"
     );
 }
@@ -656,4 +653,89 @@ fn a_registry_that_stops_answering_holds_only_the_partitions_that_need_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+#[test]
+fn a_follow_up_whose_schema_the_registry_cannot_give_waits_uncounted_and_is_written_framed() {
+    const EACH: usize = 20;
+    let mut registry = Registry::start();
+    let event_schema = registry.register(
+        "load.event",
+        &json!({"$schema": DRAFT_07, "type": "object", "properties": {"seq": {"type": "integer"}}}),
+    );
+    // Registered, never yet asked for by eddy.
+    let tagged_schema = registry.register(
+        "tagged",
+        &json!({"$schema": DRAFT_07, "type": "object", "required": ["seq", "tag"]}),
+    );
+    let (topic, out) = (unique("schemas-out-wait"), unique("schemas-out-wait.out"));
+    create_topics(&[&topic, &format!("{topic}.dlq"), &out], 1);
+    // No retries: an attempt that counted would dead-letter its event.
+    let config = format!(
+        "{}max_retries = 0\nwire_format = \"confluent\"\n\n[schemas]\nregistry = {:?}\n",
+        tagger_config(&unique("schemas-out-wait"), &topic, &out),
+        registry.url()
+    );
+    let eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    let p = producer();
+    // tagger (v1) rejects this one without publishing: the event's schema
+    // is fetched, the follow-up's is not.
+    let first = format!("{topic}-first");
+    let event = seed_event(
+        &first,
+        "load.event",
+        &first,
+        json!({"seq": 0, "v1_bug": true}),
+    );
+    p.send_bytes_to(&topic, 0, &first, &framed(event_schema, &event));
+    p.flush();
+    assert_eq!(dead_letters(&topic, 1).len(), 1);
+
+    registry.stop();
+    let mut ids = Vec::new();
+    for n in 1..=EACH {
+        let id = format!("{topic}-{n}");
+        let event = seed_event(&id, "load.event", &id, json!({"seq": n}));
+        p.send_bytes_to(&topic, 0, &id, &framed(event_schema, &event));
+        ids.push(id);
+    }
+    p.flush();
+    assert!(
+        eddy.wait_for_log(
+            "a follow-up's schema is not to be had",
+            2,
+            Duration::from_secs(30)
+        ),
+        "{}",
+        eddy.log()
+    );
+    assert!(read_to_end(&[&out], |_| true).is_empty());
+    assert_eq!(read_to_end(&[&format!("{topic}.dlq")], |_| true).len(), 1);
+
+    registry.start_again();
+    let written = read(&[&out], EACH, Duration::from_secs(60), |_| true);
+    assert_eq!(written.len(), EACH, "{}", eddy.log());
+    for record in &written {
+        let value = record.value.as_deref().unwrap();
+        assert_eq!(value[0], 0, "not framed");
+        assert_eq!(
+            u32::from_be_bytes(value[1..5].try_into().unwrap()),
+            tagged_schema,
+            "framed with the id of the follow-up's schema"
+        );
+        let follow_up: Value = serde_json::from_slice(&value[5..]).expect("JSON after the frame");
+        assert_eq!(follow_up["event_type"], json!("tagged"));
+    }
+    let causes: Vec<Value> = written
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.value.as_deref().unwrap()[5..]).unwrap())
+        .map(|v| v["causation_id"].clone())
+        .collect();
+    let expected: Vec<Value> = ids.iter().map(|id| json!(id)).collect();
+    assert_eq!(causes, expected, "every event once, in order");
+    assert_eq!(
+        read_to_end(&[&format!("{topic}.dlq")], |_| true).len(),
+        1,
+        "nothing dead-lettered for the registry's absence"
+    );
 }

@@ -60,6 +60,8 @@ pub struct Worker {
     instances: Instances,
     /// Times in a row the next record waited for the schema registry.
     schema_waits: u32,
+    /// Held while it waits: `/readyz` counts the waiting.
+    schema_waiting: Option<crate::schema::Waiting>,
 }
 
 struct InFlight {
@@ -99,6 +101,7 @@ impl Worker {
             in_flight: VecDeque::new(),
             instances: Instances::new(),
             schema_waits: 0,
+            schema_waiting: None,
         };
         let mut records = start.records;
         // Cancelled, let go of by the fetch loop, or a batch thread failed:
@@ -144,7 +147,10 @@ impl Worker {
             }
             match pass.waiting {
                 Some(unavailable) => self.wait_for_schemas(&unavailable).await?,
-                None => self.schema_waits = 0,
+                None => {
+                    self.schema_waits = 0;
+                    self.schema_waiting = None;
+                }
             }
         }
     }
@@ -154,6 +160,8 @@ impl Worker {
     /// then runs it again. Other partitions go on.
     async fn wait_for_schemas(&mut self, unavailable: &Unavailable) -> Result<(), Cancelled> {
         self.schema_waits += 1;
+        self.schema_waiting
+            .get_or_insert_with(crate::schema::Waiting::new);
         let delay = retry::schema_wait(self.schema_waits);
         let offset = self.queue.front().map(|r| r.offset());
         if self.schema_waits == 1 {

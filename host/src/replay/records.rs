@@ -118,7 +118,9 @@ pub struct Seen {
 
 impl Seen {
     pub fn of(record: &OwnedMessage) -> Seen {
-        let decoded = envelope::decode(record.payload(), headers::text_named(record.headers()));
+        // A record in the Confluent wire format is an event after its frame.
+        let (_, value) = crate::schema::unframe(record.payload());
+        let decoded = envelope::decode(value, headers::text_named(record.headers()));
         let header = |name: &str| text_header(record.headers(), name);
         Seen {
             event_type: decoded.map(|e| e.event_type).map_err(|e| e.to_string()),

@@ -19,6 +19,10 @@ pub type Key = (String, Option<String>);
 #[derive(Default, Clone)]
 pub struct Catalog {
     entries: BTreeMap<Key, Entry>,
+    /// Files refused with no earlier version to keep serving, and why: an
+    /// event they are for has a schema that cannot be checked against, not
+    /// none (nor the type's file, if its version's is the broken one).
+    broken: BTreeMap<Key, String>,
 }
 
 #[derive(Clone)]
@@ -29,20 +33,23 @@ struct Entry {
 
 impl Catalog {
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.broken.is_empty()
     }
 
     /// The schema of `event_type` at `version`: its version's file, else
-    /// the type's.
-    pub fn get(&self, event_type: &str, version: &str) -> Option<&Arc<Schema>> {
+    /// the type's; `Err` when that file was refused, with why.
+    pub fn get(&self, event_type: &str, version: &str) -> Option<Result<&Arc<Schema>, &String>> {
         let mut key = (event_type.to_string(), Some(version.to_string()));
-        let exact = self.entries.get(&key);
-        exact
-            .or_else(|| {
-                key.1 = None;
-                self.entries.get(&key)
-            })
-            .map(|entry| &entry.schema)
+        for _ in 0..2 {
+            if let Some(entry) = self.entries.get(&key) {
+                return Some(Ok(&entry.schema));
+            }
+            if let Some(why) = self.broken.get(&key) {
+                return Some(Err(why));
+            }
+            key.1 = None;
+        }
+        None
     }
 
     /// Each file's event type, version (`None`: every version) and schema.
@@ -89,7 +96,8 @@ impl Loader {
                 .entries
                 .iter()
                 .zip(&current.entries)
-                .any(|((k, a), (l, b))| k != l || a.digest != b.digest);
+                .any(|((k, a), (l, b))| k != l || a.digest != b.digest)
+            || next.broken != current.broken;
         if changed {
             tracing::info!(
                 dir = %dir.display(),
@@ -122,8 +130,8 @@ pub fn load(dir: &Path, current: &Catalog) -> (Catalog, Vec<Refused>) {
         let bytes = match read(&path) {
             Ok(bytes) => bytes,
             Err(reason) => {
+                keep(&mut next, current, key, &path, &reason);
                 refused.push(Refused { path, reason });
-                keep(&mut next, current, key);
                 continue;
             }
         };
@@ -148,20 +156,25 @@ pub fn load(dir: &Path, current: &Catalog) -> (Catalog, Vec<Refused>) {
                 );
             }
             Err(reason) => {
-                refused.push(Refused {
-                    path,
-                    reason: format!("{reason} (version {digest})"),
-                });
-                keep(&mut next, current, key);
+                let reason = format!("{reason} (version {digest})");
+                keep(&mut next, current, key, &path, &reason);
+                refused.push(Refused { path, reason });
             }
         }
     }
     (next, refused)
 }
 
-fn keep(next: &mut Catalog, current: &Catalog, key: Key) {
-    if let Some(entry) = current.entries.get(&key) {
-        next.entries.insert(key, entry.clone());
+/// A refused file's key keeps the schema it had; with none, it is broken.
+fn keep(next: &mut Catalog, current: &Catalog, key: Key, path: &Path, reason: &str) {
+    match current.entries.get(&key) {
+        Some(entry) => {
+            next.entries.insert(key, entry.clone());
+        }
+        None => {
+            let why = format!("schema file {} is refused: {reason}", path.display());
+            next.broken.insert(key, why);
+        }
     }
 }
 
@@ -243,8 +256,8 @@ mod tests {
         ]);
         let (catalog, refused) = load(&dir, &Catalog::default());
         assert!(refused.is_empty());
-        let v1 = catalog.get("user.created", "1.0").unwrap();
-        let v2 = catalog.get("user.created", "2.0").unwrap();
+        let v1 = catalog.get("user.created", "1.0").unwrap().unwrap();
+        let v2 = catalog.get("user.created", "2.0").unwrap().unwrap();
         assert!(v1.origin.ends_with("user.created.json"), "{}", v1.origin);
         assert!(v2.origin.ends_with("2.0.json"), "{}", v2.origin);
         assert!(catalog.get("user.deleted", "1.0").is_none());
@@ -265,11 +278,9 @@ mod tests {
             "{}",
             refused[0].reason
         );
-        let schema = kept.get("user.created", "1.0").unwrap();
-        assert!(Arc::ptr_eq(
-            schema,
-            first.get("user.created", "1.0").unwrap()
-        ));
+        let schema = kept.get("user.created", "1.0").unwrap().unwrap();
+        let before = first.get("user.created", "1.0").unwrap().unwrap();
+        assert!(Arc::ptr_eq(schema, before));
         assert!(loader.reconcile(&dir, &first).is_none(), "nothing changed");
         std::fs::write(dir.join("user.created.json"), "{\"type\": \"object\"").unwrap();
         let (_, refused) = load(&dir, &first);
@@ -277,6 +288,13 @@ mod tests {
             refused[0].reason.contains("not JSON"),
             "{}",
             refused[0].reason
+        );
+        // With no earlier version, the type's events meet the refusal.
+        let (fresh, _) = load(&dir, &Catalog::default());
+        let why = fresh.get("user.created", "1.0").unwrap().unwrap_err();
+        assert!(
+            why.contains("user.created.json is refused: the schema is not JSON"),
+            "{why}"
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -36,11 +36,46 @@ use crate::text::OneLine;
 
 /// Largest schema file or registry answer read.
 pub const MAX_SCHEMA_BYTES: u64 = 1024 * 1024;
+/// Longest subject looked up in the registry.
+const MAX_SUBJECT_BYTES: usize = 255;
+/// An event's type or version is cut to this many characters where it is
+/// quoted (a dead letter's reason, a log line): it comes from outside.
+const MAX_SHOWN_CHARS: usize = 100;
 /// Validation errors named in a refusal, at most.
 const MAX_PROBLEMS: usize = 3;
 /// A validation error's message is cut to this many characters: it may
 /// quote the value that failed.
 const MAX_PROBLEM_CHARS: usize = 160;
+
+/// Records (or follow-ups) waiting now for the schema registry to answer.
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many records wait for the schema registry now, across partitions.
+pub fn waiting() -> usize {
+    WAITING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one record waiting for the schema registry while it is held.
+pub struct Waiting(());
+
+impl Waiting {
+    pub fn new() -> Waiting {
+        WAITING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Waiting(())
+    }
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting::new()
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
 
 /// The schema registry did not answer; the text says how.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,8 +168,18 @@ impl std::fmt::Debug for Schema {
 }
 
 fn capped(text: &str) -> String {
+    cut(text, MAX_PROBLEM_CHARS)
+}
+
+/// An event's type or version as quoted.
+fn shown(text: &str) -> String {
+    cut(text, MAX_SHOWN_CHARS)
+}
+
+/// `text` on one line, cut to `max` characters.
+fn cut(text: &str, max: usize) -> String {
     let line = OneLine(text).to_string();
-    match line.char_indices().nth(MAX_PROBLEM_CHARS) {
+    match line.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &line[..end]),
         None => line,
     }
@@ -160,7 +205,10 @@ impl std::fmt::Debug for Schemas {
 
 /// What an event's schema lookup found.
 enum Found {
-    Schema(Arc<Schema>),
+    /// A schema, and whether it is kept under the event's type (a file, or
+    /// a registry subject named after the type): only then is the type a
+    /// metric label, so made-up types cannot grow the metrics.
+    Schema(Arc<Schema>, bool),
     None,
     Unusable(String),
 }
@@ -199,17 +247,17 @@ impl Schemas {
         framed: Option<u32>,
     ) -> Result<Result<(), Refusal>, Unavailable> {
         let found = self.find(topic, event_type, version, framed)?;
-        // Event types come from outside: one is a label only when a schema
-        // is kept for it, so made-up ones cannot grow the metrics.
         let label = match &found {
-            Found::Schema(_) if framed.is_none() => event_type,
+            Found::Schema(_, true) => event_type,
             _ => "",
         };
         let verdict = match found {
-            Found::Schema(schema) => match parsed(data).and_then(|data| schema.check(&data)) {
+            Found::Schema(schema, _) => match parsed(data).and_then(|data| schema.check(&data)) {
                 Ok(()) => Ok(()),
                 Err(problems) => Err(Refusal::Invalid(format!(
-                    "{event_type} {version} against {}: {problems}",
+                    "{} {} against {}: {problems}",
+                    shown(event_type),
+                    shown(version),
                     schema.origin
                 ))),
             },
@@ -252,8 +300,9 @@ impl Schemas {
                 Found::None => {
                     return Ok(Err(format!(
                         "wire_format = \"confluent\" needs a registry schema for \
-                         {event_type}, and subject {:?} has none",
-                        self.subject_of(topic, event_type)
+                         {}, and subject {:?} has none",
+                        shown(event_type),
+                        shown(&self.subject_of(topic, event_type))
                     )));
                 }
                 found => found,
@@ -262,11 +311,11 @@ impl Schemas {
             self.find(topic, event_type, version, None)?
         };
         let label = match &found {
-            Found::Schema(_) => event_type,
+            Found::Schema(_, true) => event_type,
             _ => "",
         };
         let verdict = match found {
-            Found::Schema(schema) => match parsed(data).and_then(|data| schema.check(&data)) {
+            Found::Schema(schema, _) => match parsed(data).and_then(|data| schema.check(&data)) {
                 Ok(()) => Ok(schema.id),
                 Err(problems) => Err(format!("{problems} ({})", schema.origin)),
             },
@@ -296,7 +345,7 @@ impl Schemas {
     ) -> Result<Found, Unavailable> {
         if let (Some(id), Some(registry)) = (framed, &self.registry) {
             return Ok(match registry.by_id(id)? {
-                Lookup::Found(schema) => Found::Schema(schema),
+                Lookup::Found(schema) => Found::Schema(schema, false),
                 Lookup::Missing => Found::Unusable(format!(
                     "the record's frame names schema id {id}, which the registry at {} \
                      does not have",
@@ -305,8 +354,10 @@ impl Schemas {
                 Lookup::Unusable(why) => Found::Unusable(why),
             });
         }
-        if let Some(schema) = self.files.get(event_type, version) {
-            return Ok(Found::Schema(schema.clone()));
+        match self.files.get(event_type, version) {
+            Some(Ok(schema)) => return Ok(Found::Schema(schema.clone(), true)),
+            Some(Err(refused)) => return Ok(Found::Unusable(refused.clone())),
+            None => {}
         }
         self.by_subject(topic, event_type)
     }
@@ -315,13 +366,17 @@ impl Schemas {
         let Some(registry) = &self.registry else {
             return Ok(Found::None);
         };
-        Ok(
-            match registry.latest(&self.subject_of(topic, event_type))? {
-                Lookup::Found(schema) => Found::Schema(schema),
-                Lookup::Missing => Found::None,
-                Lookup::Unusable(why) => Found::Unusable(why),
-            },
-        )
+        let subject = self.subject_of(topic, event_type);
+        // No registry names a subject this long: not worth a request.
+        if subject.len() > MAX_SUBJECT_BYTES {
+            return Ok(Found::None);
+        }
+        let named_by_type = self.subject == SubjectStrategy::EventType;
+        Ok(match registry.latest(&subject)? {
+            Lookup::Found(schema) => Found::Schema(schema, named_by_type),
+            Lookup::Missing => Found::None,
+            Lookup::Unusable(why) => Found::Unusable(why),
+        })
     }
 
     fn subject_of(&self, topic: &str, event_type: &str) -> String {
@@ -340,7 +395,7 @@ impl Schemas {
         if let Some(registry) = &self.registry {
             places.push(format!(
                 "no subject {:?} in the registry at {}",
-                self.subject_of(topic, event_type),
+                shown(&self.subject_of(topic, event_type)),
                 registry.base()
             ));
         }
@@ -349,8 +404,8 @@ impl Schemas {
         }
         format!(
             "event type {:?} version {:?} has {}",
-            OneLine(event_type).to_string(),
-            OneLine(version).to_string(),
+            shown(event_type),
+            shown(version),
             places.join(" and ")
         )
     }
@@ -447,7 +502,7 @@ pub fn check(config: &crate::Config) -> Vec<Result<String, String>> {
                 continue;
             }
             let found = match schemas.by_subject(&route.topic, event_type) {
-                Ok(Found::Schema(schema)) => {
+                Ok(Found::Schema(schema, _)) => {
                     lines.push(Ok(format!("schema {event_type}: {}", schema.origin)));
                     continue;
                 }

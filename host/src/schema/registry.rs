@@ -140,34 +140,34 @@ impl Registry {
     /// One GET of a schema; `what` names it in what is said of it.
     fn fetch(&self, path: &str, what: impl Fn() -> String) -> Result<Lookup, Unavailable> {
         let url = format!("{}{path}", self.base);
-        let answered = self
+        let response = self
             .agent
             .get(&url)
             .header("Accept", "application/vnd.schemaregistry.v1+json")
-            .call()
-            .map_err(|e| format!("the schema registry at {} does not answer: {e}", self.base))
-            .and_then(|mut response| {
-                let status = response.status().as_u16();
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(super::MAX_SCHEMA_BYTES)
-                    .read_to_string()
-                    .map_err(|e| format!("the schema registry at {}: {e}", self.base))?;
-                Ok((status, body))
-            });
-        let (status, body) = match answered {
-            Ok(answer) => answer,
-            Err(why) => return Err(self.failed(why)),
+            .call();
+        let mut response = match response {
+            Ok(response) => response,
+            Err(e) => {
+                return Err(self.failed(format!(
+                    "the schema registry at {} does not answer: {e}",
+                    self.base
+                )));
+            }
         };
-        let lookup = match status {
-            200 => match serde_json::from_str::<Answer>(&body) {
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(super::MAX_SCHEMA_BYTES)
+            .read_to_string();
+        let lookup = match (status, body) {
+            (200, Ok(body)) => match serde_json::from_str::<Answer>(&body) {
                 Ok(answer) => {
                     let kind = answer.schema_type.as_deref().unwrap_or("AVRO");
                     if kind.eq_ignore_ascii_case("JSON") {
                         match Schema::compile(&answer.schema, what(), answer.id) {
                             Ok(schema) => Lookup::Found(Arc::new(schema)),
-                            Err(e) => Lookup::Unusable(e),
+                            Err(e) => Lookup::Unusable(format!("{}: {e}", what())),
                         }
                     } else {
                         Lookup::Unusable(format!(
@@ -176,20 +176,28 @@ impl Registry {
                         ))
                     }
                 }
-                Err(e) => {
-                    return Err(self.failed(format!(
-                        "the schema registry at {} answered {url} with what is not a schema: {e}",
-                        self.base
-                    )));
-                }
+                Err(e) => Lookup::Unusable(format!(
+                    "{}: the registry's answer is not a schema: {e}",
+                    what()
+                )),
             },
-            404 => Lookup::Missing,
-            status => {
+            // Too large, say: the schema's own fault, not the registry's.
+            (200, Err(e)) => Lookup::Unusable(format!("{}: {e}", what())),
+            (404, _) => Lookup::Missing,
+            // The registry is down, overloaded, or will not let eddy in:
+            // not the event's fault, so what needs it waits.
+            (401 | 403 | 408 | 429 | 500.., body) => {
+                let body = body.unwrap_or_default();
                 return Err(self.failed(format!(
                     "the schema registry at {} answered {url} with HTTP {status}: {}",
                     self.base,
                     crate::text::OneLine(body.chars().take(200).collect::<String>().as_str())
                 )));
+            }
+            // What the request asked for is wrong (a subject no registry
+            // takes): an answer about this event alone.
+            (status, _) => {
+                Lookup::Unusable(format!("{}: the registry answered HTTP {status}", what()))
             }
         };
         metrics::schema_fetch(if matches!(lookup, Lookup::Missing) {

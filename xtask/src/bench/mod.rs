@@ -150,6 +150,8 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-noop", &eddy, "noop"),
         ("eddy-noop-reuse", &eddy, "noop"),
         ("eddy-noop-probed", &eddy, "noop"),
+        // Every event's data checked against a schema file first.
+        ("eddy-noop-validated", &eddy, "noop"),
         // Scaling out: the same group in 2 and 3 processes.
         ("eddy-noop-x2", &eddy, "noop"),
         ("eddy-noop-x3", &eddy, "noop"),
@@ -181,6 +183,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             traced: name
                 .ends_with("-traced")
                 .then_some(span_sink.endpoint.as_str()),
+            validated: name.ends_with("-validated"),
         };
         let group = group(name);
         let config = eddy_config(&dir, name, &group, &corpus, &setup)?;
@@ -312,6 +315,7 @@ pub fn latency_only(reuse: bool) -> anyhow::Result<()> {
         exactly_once: false,
         compression: None,
         traced: None,
+        validated: false,
     };
     let [p50, p99, p999] = latency_eddy(name, &eddy, &dir, &setup, over)?;
     println!("{name}: p50 {p50:.1} ms, p99 {p99:.1} ms, p999 {p999:.1} ms");
@@ -474,7 +478,25 @@ struct EddySetup<'a> {
     compression: Option<&'a str>,
     /// Where spans are exported, if they are.
     traced: Option<&'a str>,
+    /// `[schemas]`: the corpus's events checked against [`USER_CREATED`].
+    validated: bool,
 }
+
+/// The schema of the corpus's `user.created` data, as a service would
+/// write it.
+const USER_CREATED: &str = r#"{
+  "$schema": "http://json-schema.org/draft-07/schema#",
+  "type": "object",
+  "required": ["user_id", "email", "name", "plan"],
+  "properties": {
+    "user_id": {"type": "string", "pattern": "^user-[0-9]+$"},
+    "email": {"type": "string", "maxLength": 254},
+    "name": {"type": "string", "minLength": 1},
+    "plan": {"enum": ["free", "pro"]},
+    "sent_us": {"type": "integer", "minimum": 0},
+    "seq": {"type": "integer", "minimum": 0}
+  }
+}"#;
 
 fn eddy_config(
     dir: &Path,
@@ -491,6 +513,7 @@ fn eddy_config(
         exactly_once,
         compression,
         traced,
+        validated,
     } = *setup;
     let telemetry = match traced {
         Some(endpoint) => format!("[telemetry]\nendpoint = \"{endpoint}\"\n\n"),
@@ -516,12 +539,20 @@ fn eddy_config(
             plugin_dir.join(format!("{plugin}.wasm")),
         )?;
     }
+    let schemas = if validated {
+        let dir = scenario.join("schemas/user.created");
+        fs::create_dir_all(&dir)?;
+        fs::write(dir.join("1.0.json"), USER_CREATED)?;
+        "[schemas]\ndir = \"schemas\"\n\n"
+    } else {
+        ""
+    };
     let config = scenario.join("eddy.toml");
     fs::write(
         &config,
         format!(
             "[kafka]\nbootstrap_servers = \"{}\"\ngroup_id = \"{group}\"\nauto_offset_reset = \"earliest\"\n{delivery}\n\
-             {producer}{telemetry}[plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+             {producer}{telemetry}{schemas}[plugins]\ndir = \"plugins\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
              [[routes]]\ntopic = \"{topic}\"\nevent_types = [\"user.created\"]\nplugin = \"{plugin}\"\n\n\
              [plugin.{plugin}]\npublish_to = [\"{out}\"]\nevents_per_instance = {reuse}\n\
              config = {{ out_topic = \"{out}\" }}\n",

@@ -68,6 +68,13 @@ fn print_bars(scenarios: &[Value]) {
     );
     println!(
         "{:<34} {:>8.3} {:>10} {:>10}",
+        "schema-checked / not (no-op)",
+        rate("eddy-noop-validated") / rate("eddy-noop"),
+        "–",
+        "–"
+    );
+    println!(
+        "{:<34} {:>8.3} {:>10} {:>10}",
         "spans exported / not (follow-up)",
         rate("eddy-followup-traced") / rate("eddy-followup"),
         "–",

@@ -64,6 +64,26 @@ fn main() {
     }
 }
 
+/// Stops the process `pid` that `running` watches: SIGTERM, then SIGKILL
+/// once `patience` has passed; `what` names it in what is printed.
+fn stop_process(
+    what: &str,
+    pid: u32,
+    running: impl Fn() -> bool,
+    patience: std::time::Duration,
+) -> anyhow::Result<()> {
+    run_command(Command::new("kill").arg(pid.to_string()))?;
+    let started = std::time::Instant::now();
+    while running() {
+        if started.elapsed() > patience {
+            run_command(Command::new("kill").args(["-9", &pid.to_string()]))?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    println!("xtask: {what} stopped");
+    Ok(())
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -181,16 +181,9 @@ pub fn stop() -> anyhow::Result<()> {
         println!("xtask: the schema registry is not running (none started from here)");
         return Ok(());
     };
-    run_command(Command::new("kill").arg(pid.to_string()))?;
-    let started = Instant::now();
-    while running_pid().is_some() {
-        if started.elapsed() > Duration::from_secs(20) {
-            run_command(Command::new("kill").args(["-9", &pid.to_string()]))?;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let running = || running_pid().is_some();
+    crate::stop_process("the schema registry", pid, running, Duration::from_secs(20))?;
     let _ = fs::remove_file(pid_file());
-    println!("xtask: the schema registry stopped");
     Ok(())
 }
 

@@ -226,10 +226,11 @@ fn visible_name(path: &Path) -> Option<&str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn folder(files: &[(&str, &str)]) -> PathBuf {
+    /// A fresh temporary folder holding `files` (path → text).
+    pub(in crate::schema) fn folder(files: &[(&str, &str)]) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "eddy-schemas-{}-{}",
             std::process::id(),
@@ -240,6 +241,7 @@ mod tests {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         }
+        std::fs::create_dir_all(&dir).unwrap();
         dir
     }
 

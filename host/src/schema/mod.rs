@@ -545,17 +545,7 @@ mod tests {
     use super::*;
 
     fn schemas(files: &[(&str, &str)], unknown: UnknownSchema) -> Schemas {
-        let dir = std::env::temp_dir().join(format!(
-            "eddy-schema-checks-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        for (name, text) in files {
-            let path = dir.join(name);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, text).unwrap();
-        }
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = files::tests::folder(files);
         let (catalog, refused) = files::load(&dir, &Catalog::default());
         assert!(refused.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();

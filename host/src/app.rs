@@ -14,7 +14,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -22,11 +22,12 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::Producer;
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DeliveryMode};
 use crate::kafka::{self, EddyContext, EddyProducer, KafkaErrors, ProducerContext, Retired};
-use crate::partition::{Worker, Workers};
+use crate::partition::{Parked, Worker, Workers};
 use crate::reload::{self, Reloader, Snapshot};
 use crate::runtime::{Runtime, SlotReset};
 use crate::swap::Swap;
@@ -37,6 +38,9 @@ use crate::{http, metrics, trace};
 const SPANS_FLUSH_WAIT: Duration = Duration::from_secs(5);
 /// How often eddy looks whether swap was turned on (see [`watch_swap`]).
 const SWAP_CHECK: Duration = Duration::from_secs(10);
+/// How often records parked for a worker that was behind are offered to it
+/// again (only while some are parked).
+const UNPARK_EVERY: Duration = Duration::from_millis(5);
 
 /// What every partition worker shares.
 pub struct Pipeline {
@@ -288,14 +292,26 @@ async fn fetch(
             None => std::future::pending().await,
         }
     };
+    let consumer = &pipeline.consumer;
+    let mut parked = Parked::default();
+    let mut unpark = tokio::time::interval(UNPARK_EVERY);
+    unpark.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let message = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             () = rewind_wanted() => {
-                rewind(pipeline, workers, None).await;
+                rewind(pipeline, workers, &mut parked, None).await;
                 continue;
             }
-            message = pipeline.consumer.recv() => message.map(|m| m.detach()),
+            _ = unpark.tick(), if !parked.is_empty() => {
+                if parked.hand_on(consumer, workers, Instant::now()).is_err() {
+                    worker_gone(pipeline, workers, &mut parked, &mut shutdown).await?;
+                }
+                continue;
+            }
+            // Past the parked records' bounds, the backlog waits in
+            // librdkafka's queue.
+            message = consumer.recv(), if parked.has_room() => message.map(|m| m.detach()),
         };
         let message = match message {
             Ok(message) => message,
@@ -310,7 +326,7 @@ async fn fetch(
             // Not handed on: the partition is read again from here, or
             // from before.
             let held = (topic.to_string(), partition, offset);
-            rewind(pipeline, workers, Some(held)).await;
+            rewind(pipeline, workers, &mut parked, Some(held)).await;
             continue;
         }
         let sender = workers.sender(topic, partition, offset, |start| {
@@ -327,25 +343,32 @@ async fn fetch(
         };
         // From here on the record's worker has it, or had it: a rewind
         // reads the partition again from the worker's first record or
-        // before.
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            sent = sender.send(message) => {
-                if sent.is_ok() {
-                    continue;
-                }
-                // A worker ends on its own when the transaction it wrote into
-                // is to be aborted: the rewind after the abort goes on.
-                if !transactions.is_some_and(Transactions::is_spoilt) {
-                    anyhow::bail!("a partition worker stopped unexpectedly");
-                }
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    () = rewind_wanted() => rewind(pipeline, workers, None).await,
-                }
-            }
+        // before. A worker that is behind does not hold up the others.
+        if parked.hand(consumer, &sender, message).is_err() {
+            worker_gone(pipeline, workers, &mut parked, &mut shutdown).await?;
         }
     }
+}
+
+/// A partition's worker ended on its own. With exactly-once delivery that
+/// is a worker whose transaction is to be aborted: the rewind after the
+/// abort goes on. Otherwise its batch thread failed: eddy stops (the
+/// records it held were not stored, and a restart reads them again).
+async fn worker_gone(
+    pipeline: &Pipeline,
+    workers: &Workers,
+    parked: &mut Parked,
+    shutdown: &mut (impl Future<Output = ()> + Unpin),
+) -> anyhow::Result<()> {
+    let transactions = pipeline.transactions.as_deref();
+    let Some(transactions) = transactions.filter(|t| t.is_spoilt()) else {
+        anyhow::bail!("a partition worker stopped unexpectedly");
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        () = transactions.rewind_wanted() => rewind(pipeline, workers, parked, None).await,
+    }
+    Ok(())
 }
 
 /// After an aborted transaction: stops every worker, seeks each partition
@@ -354,7 +377,12 @@ async fn fetch(
 /// handed to no worker; then begins the next transaction. The partitions'
 /// records are handled again; nothing of the aborted transaction was
 /// visible.
-async fn rewind(pipeline: &Pipeline, workers: &Workers, held: Option<(String, i32, i64)>) {
+async fn rewind(
+    pipeline: &Pipeline,
+    workers: &Workers,
+    parked: &mut Parked,
+    held: Option<(String, i32, i64)>,
+) {
     let Some(transactions) = pipeline.transactions.as_deref() else {
         return;
     };
@@ -377,6 +405,10 @@ async fn rewind(pipeline: &Pipeline, workers: &Workers, held: Option<(String, i3
     {
         targets.push(held);
     }
+    // Every parked record is after its worker's first: the seeks below
+    // read it again. Resumed first, so the seek decides where each
+    // partition is fetched from.
+    parked.forget_all(&pipeline.consumer);
     let mut seeks = TopicPartitionList::new();
     for (topic, partition, at) in &targets {
         if let Err(e) = seeks.add_partition_offset(topic, *partition, Offset::Offset(*at)) {

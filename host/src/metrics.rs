@@ -13,6 +13,7 @@
 //! | `eddy_handler_duration_seconds` | plugin, version |
 //! | `eddy_instantiation_duration_seconds` | plugin, version |
 //! | `eddy_consumer_lag` (records not yet finished) | topic, partition |
+//! | `eddy_partition_fetch_pauses_total` (a partition's worker far behind) | topic |
 //! | `eddy_plugin_reloads_total` | plugin, outcome (ok, failed, removed) |
 //! | `eddy_plugins_loaded` | — |
 //! | `eddy_transactions_total` (exactly-once) | outcome (committed, aborted) |
@@ -162,6 +163,12 @@ pub fn plugins_loaded(count: usize) {
 pub fn transaction(outcome: &'static str, took: std::time::Duration) {
     counter!("eddy_transactions_total", "outcome" => outcome).increment(1);
     histogram!("eddy_transaction_duration_seconds").record(took.as_secs_f64());
+}
+
+/// A partition of `topic` stopped being fetched for a while: its worker
+/// was far behind (see `partition::parked`).
+pub fn partition_fetch_paused(topic: &str) {
+    counter!("eddy_partition_fetch_pauses_total", "topic" => topic.to_string()).increment(1);
 }
 
 /// A transactional producer stuck in a call was replaced by a new one.

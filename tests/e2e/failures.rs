@@ -574,6 +574,108 @@ fn an_unwritable_dead_letter_topic_holds_its_partition_and_says_so() {
     );
 }
 
+/// A partition whose worker is stuck, with far more records behind it than
+/// its queue holds, holds up only itself: the other partition's records are
+/// handled while it is stuck, and once it moves on every record behind it
+/// is handled once, in order.
+#[test]
+fn a_stuck_partition_with_a_deep_backlog_holds_up_only_itself() {
+    // More than the worker's queue, its batch and the records eddy parks
+    // before it pauses the partition's fetching (about 9,500 together).
+    const BEHIND: usize = 20_000;
+    const OTHER: usize = 200;
+    let topic = unique("deep");
+    let out = unique("deep.out");
+    create_topics(&[&topic, &out], 2);
+    let group = unique("g");
+    // Retried seven times with backoff: stuck for 10 to 16 s, then
+    // dead-lettered.
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{out}\"]\nmax_retries = 7\n\
+         config = {{ out_topic = \"{out}\" }}\n",
+        config_head(&group)
+    );
+    let producer = producer_for(&bootstrap());
+    let stuck = unique("stuck");
+    producer.send_to(
+        &topic,
+        0,
+        "deep",
+        &seed_event(&stuck, "chaos.retry", "deep", json!({})),
+    );
+    let behind: Vec<String> = (0..BEHIND).map(|n| format!("{stuck}-{n}")).collect();
+    for id in &behind {
+        producer.send_to(
+            &topic,
+            0,
+            "deep",
+            &seed_event(id, "chaos.count", "deep", json!({})),
+        );
+    }
+    producer.flush();
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+    // The other partition's records come once the backlog is being read.
+    assert!(
+        eddy.wait_for_log("attempt failed, retrying", 1, Duration::from_secs(60)),
+        "log:\n{}",
+        eddy.log()
+    );
+    let started = Instant::now();
+    let other: Vec<String> = (0..OTHER).map(|_| unique("free")).collect();
+    for id in &other {
+        producer.send_to(
+            &topic,
+            1,
+            "free",
+            &seed_event(id, "chaos.count", "free", json!({})),
+        );
+    }
+    producer.flush();
+
+    let answered = follow_ups_of(&[&out], &other, OTHER);
+    assert_eq!(answered.len(), OTHER, "log:\n{}", eddy.log());
+    let dlq = format!("{topic}.dlq");
+    let early = read_to_end(&[&dlq], |_| true);
+    assert!(
+        early.is_empty(),
+        "the other partition's records were handled only after the stuck record gave up \
+         ({:?} after they were sent)",
+        started.elapsed()
+    );
+
+    let dead = dead_letters(&topic, 1);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].json()["event_id"], stuck.as_str());
+    let mut answers = follow_ups_of(&[&out], &behind, BEHIND);
+    answers.sort_by_key(|r| (r.partition, r.offset));
+    let causes: Vec<String> = answers
+        .iter()
+        .map(|r| {
+            r.json()["causation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(causes.len(), BEHIND, "each record behind answered once");
+    let first_wrong = causes
+        .iter()
+        .zip(&behind)
+        .position(|(got, sent)| got != sent);
+    assert_eq!(first_wrong, None, "answered out of order");
+    let (_, metrics) = http_get(&eddy.http_addr(), "/metrics");
+    let pauses = metrics
+        .lines()
+        .find(|l| l.starts_with("eddy_partition_fetch_pauses_total") && l.contains(&topic))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(
+        pauses.is_some_and(|n| n >= 1.0),
+        "the stuck partition's fetching was never paused: {pauses:?}"
+    );
+    eddy.stop();
+}
+
 #[test]
 fn hostile_headers_neither_stop_eddy_nor_forge_dead_letters() {
     let (topic, out) = (unique("fail.headers"), unique("fail.headers.out"));

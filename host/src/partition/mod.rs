@@ -21,6 +21,7 @@
 
 mod in_transaction;
 mod ledger;
+mod parked;
 mod worker;
 
 use std::collections::{HashMap, HashSet};
@@ -33,9 +34,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use ledger::Ledger;
+pub use parked::Parked;
 pub use worker::Worker;
 
-/// Records buffered per partition worker before the fetch loop waits.
+/// Records buffered per partition worker; more are parked (see `parked`).
 const PARTITION_QUEUE: usize = 1024;
 /// Longest a rebalance waits for a revoked partition's worker to end.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -169,6 +171,28 @@ impl Workers {
         offset: i64,
         spawn: impl FnOnce(Start),
     ) -> Option<mpsc::Sender<OwnedMessage>> {
+        self.sender_with_room(topic, partition, offset, PARTITION_QUEUE, spawn)
+    }
+
+    /// Whether `sender` is the queue of `topic`/`partition`'s worker: the
+    /// partition was not revoked (or assigned again) since it was handed out.
+    pub fn holds(&self, topic: &str, partition: i32, sender: &mpsc::Sender<OwnedMessage>) -> bool {
+        self.registry()
+            .live
+            .get(topic)
+            .and_then(|p| p.get(&partition))
+            .is_some_and(|slot| slot.sender.same_channel(sender))
+    }
+
+    /// [`Workers::sender`], a new worker's queue holding `room` records.
+    fn sender_with_room(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        room: usize,
+        spawn: impl FnOnce(Start),
+    ) -> Option<mpsc::Sender<OwnedMessage>> {
         let mut registry = self.registry();
         if let Some(slot) = registry.live.get(topic).and_then(|p| p.get(&partition)) {
             return Some(slot.sender.clone());
@@ -184,7 +208,7 @@ impl Workers {
             .retiring
             .remove(&(topic.to_string(), partition))
             .filter(|ended| !ended.is_cancelled());
-        let (sender, records) = mpsc::channel(PARTITION_QUEUE);
+        let (sender, records) = mpsc::channel(room);
         let slot = Slot {
             first: offset,
             sender: sender.clone(),

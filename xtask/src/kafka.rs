@@ -13,6 +13,7 @@
 //! `expired-client.pem`/`.key` (for tests), `other-ca.pem` (a CA that signed
 //! nothing here), `scram-password`, `plain-password`. `start` is idempotent.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -444,28 +445,44 @@ pub async fn create_topics(topics: &[&str], partitions: i32) -> anyhow::Result<(
 /// Deletes every topic whose name starts with one of `prefixes`; says how
 /// many it deleted.
 pub async fn delete_topics_named(prefixes: &[&str]) -> anyhow::Result<usize> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", BOOTSTRAP)
-        .create()
-        .context("cannot create a Kafka admin client")?;
-    let metadata = admin
+    delete_topics_where(|name| prefixes.iter().any(|p| name.starts_with(p))).await
+}
+
+/// The names of the broker's topics, its own (`__consumer_offsets`, …)
+/// left out.
+pub fn topic_names() -> anyhow::Result<BTreeSet<String>> {
+    let metadata = admin()?
         .inner()
         .fetch_metadata(None, Duration::from_secs(10))
         .context("cannot list the broker's topics")?;
-    let doomed: Vec<&str> = metadata
+    Ok(metadata
         .topics()
         .iter()
-        .map(|t| t.name())
-        .filter(|name| prefixes.iter().any(|p| name.starts_with(p)))
-        .collect();
-    if doomed.is_empty() {
+        .map(|t| t.name().to_string())
+        .filter(|name| !name.starts_with("__"))
+        .collect())
+}
+
+/// Deletes every topic (the broker's own left out) whose name `doomed`
+/// accepts; says how many it deleted.
+pub async fn delete_topics_where(doomed: impl Fn(&str) -> bool) -> anyhow::Result<usize> {
+    let names: Vec<String> = topic_names()?.into_iter().filter(|n| doomed(n)).collect();
+    if names.is_empty() {
         return Ok(0);
     }
-    for result in admin.delete_topics(&doomed, &AdminOptions::new()).await? {
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for result in admin()?.delete_topics(&names, &AdminOptions::new()).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
             Err((topic, code)) => bail!("cannot delete topic {topic}: {code}"),
         }
     }
-    Ok(doomed.len())
+    Ok(names.len())
+}
+
+fn admin() -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    ClientConfig::new()
+        .set("bootstrap.servers", BOOTSTRAP)
+        .create()
+        .context("cannot create a Kafka admin client")
 }

@@ -284,7 +284,8 @@ fn test() -> anyhow::Result<()> {
     let registry = registry::ensure()?;
     let python = registry::python_client()?;
     kafka::start()?;
-    run_command(
+    let topics_before = kafka::topic_names()?;
+    let tested = run_command(
         cargo()
             .current_dir(root())
             // --show-output: the figures tests print (reload latency) are
@@ -311,7 +312,14 @@ fn test() -> anyhow::Result<()> {
             .env("EDDY_IMAGE", image::IMAGE)
             .env("EDDY_PODMAN_COMPOSE", image::podman_compose()?)
             .env("CONTAINERS_CONF", image::containers_conf()?),
-    )?;
+    );
+    // The tests' topics (thousands of records each) go, whether they
+    // passed or not; what was there before stays.
+    let deleted = tokio::runtime::Runtime::new()?.block_on(kafka::delete_topics_where(|name| {
+        !topics_before.contains(name)
+    }))?;
+    println!("xtask: deleted the {deleted} topics the tests made");
+    tested?;
     run_command(
         cargo()
             .args(["test", "--manifest-path"])

@@ -597,23 +597,18 @@ fn a_stuck_partition_with_a_deep_backlog_holds_up_only_itself() {
         config_head(&group)
     );
     let producer = producer_for(&bootstrap());
+    // Events of `event_type` with `ids`, all to partition `partition`.
+    let send = |partition: i32, key: &str, event_type: &str, ids: &[String]| {
+        for id in ids {
+            let event = seed_event(id, event_type, key, json!({}));
+            producer.send_to(&topic, partition, key, &event);
+        }
+        producer.flush();
+    };
     let stuck = unique("stuck");
-    producer.send_to(
-        &topic,
-        0,
-        "deep",
-        &seed_event(&stuck, "chaos.retry", "deep", json!({})),
-    );
+    send(0, "deep", "chaos.retry", std::slice::from_ref(&stuck));
     let behind: Vec<String> = (0..BEHIND).map(|n| format!("{stuck}-{n}")).collect();
-    for id in &behind {
-        producer.send_to(
-            &topic,
-            0,
-            "deep",
-            &seed_event(id, "chaos.count", "deep", json!({})),
-        );
-    }
-    producer.flush();
+    send(0, "deep", "chaos.count", &behind);
     let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
     // The other partition's records come once the backlog is being read.
     assert!(
@@ -623,15 +618,7 @@ fn a_stuck_partition_with_a_deep_backlog_holds_up_only_itself() {
     );
     let started = Instant::now();
     let other: Vec<String> = (0..OTHER).map(|_| unique("free")).collect();
-    for id in &other {
-        producer.send_to(
-            &topic,
-            1,
-            "free",
-            &seed_event(id, "chaos.count", "free", json!({})),
-        );
-    }
-    producer.flush();
+    send(1, "free", "chaos.count", &other);
 
     let answered = follow_ups_of(&[&out], &other, OTHER);
     assert_eq!(answered.len(), OTHER, "log:\n{}", eddy.log());

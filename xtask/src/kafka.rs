@@ -399,14 +399,7 @@ fn wait_until_ready(limit: Duration) -> bool {
 }
 
 pub fn stop() -> anyhow::Result<()> {
-    let Some(pid) = running_pid() else {
-        println!("xtask: Kafka is not running (none started from here)");
-        return Ok(());
-    };
-    let running = || running_pid().is_some();
-    crate::stop_process("Kafka", pid, running, Duration::from_secs(30))?;
-    let _ = fs::remove_file(pid_file());
-    Ok(())
+    crate::stop_started("Kafka", running_pid, &pid_file(), Duration::from_secs(30))
 }
 
 pub fn status() -> anyhow::Result<()> {

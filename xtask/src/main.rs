@@ -64,22 +64,28 @@ fn main() {
     }
 }
 
-/// Stops the process `pid` that `running` watches: SIGTERM, then SIGKILL
-/// once `patience` has passed; `what` names it in what is printed.
-fn stop_process(
+/// Stops the process this xtask started whose pid `running_pid` reads from
+/// `pid_file`: SIGTERM, then SIGKILL once `patience` has passed; `what`
+/// names it in what is printed.
+fn stop_started(
     what: &str,
-    pid: u32,
-    running: impl Fn() -> bool,
+    running_pid: impl Fn() -> Option<u32>,
+    pid_file: &Path,
     patience: std::time::Duration,
 ) -> anyhow::Result<()> {
+    let Some(pid) = running_pid() else {
+        println!("xtask: {what} is not running (none started from here)");
+        return Ok(());
+    };
     run_command(Command::new("kill").arg(pid.to_string()))?;
     let started = std::time::Instant::now();
-    while running() {
+    while running_pid().is_some() {
         if started.elapsed() > patience {
             run_command(Command::new("kill").args(["-9", &pid.to_string()]))?;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let _ = std::fs::remove_file(pid_file);
     println!("xtask: {what} stopped");
     Ok(())
 }

@@ -177,14 +177,12 @@ pub fn start() -> anyhow::Result<()> {
 }
 
 pub fn stop() -> anyhow::Result<()> {
-    let Some(pid) = running_pid() else {
-        println!("xtask: the schema registry is not running (none started from here)");
-        return Ok(());
-    };
-    let running = || running_pid().is_some();
-    crate::stop_process("the schema registry", pid, running, Duration::from_secs(20))?;
-    let _ = fs::remove_file(pid_file());
-    Ok(())
+    crate::stop_started(
+        "the schema registry",
+        running_pid,
+        &pid_file(),
+        Duration::from_secs(20),
+    )
 }
 
 pub fn status() -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ RUN apt-get update \
 RUN rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
-RUN cargo build --release --package eddy-host --bin eddy \
+RUN cargo build --release --package eddy --bin eddy \
  && cargo build --release --target wasm32-wasip2 \
       --manifest-path plugins/Cargo.toml --target-dir target/wasm \
  && mkdir -p /out/plugins \

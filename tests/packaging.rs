@@ -96,7 +96,7 @@ fn the_compose_file_has_kafka_kraft_kafka_ui_and_eddy() {
         .unwrap_or_default()
         .trim_start_matches("./");
     let config =
-        eddy_host::Config::parse(&repo_file(config_path)).expect("the mounted config parses");
+        eddy_core::Config::parse(&repo_file(config_path)).expect("the mounted config parses");
     assert!(config.problems().is_empty(), "{:?}", config.problems());
     assert_eq!(eddy["env_file"].as_str(), Some(".env"));
 
@@ -265,7 +265,7 @@ fn the_kubernetes_objects_agree_with_the_config_and_the_image() {
     for overlay in ["base", "keda"] {
         let objects = kustomize(overlay);
         let config_map = object(&objects, "ConfigMap");
-        let config = eddy_host::Config::parse(
+        let config = eddy_core::Config::parse(
             config_map["data"]["eddy.toml"]
                 .as_str()
                 .expect("eddy.toml in the ConfigMap"),

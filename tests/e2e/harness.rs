@@ -594,7 +594,7 @@ impl Eddy {
         let child = Command::new(env_path("EDDY_BIN"))
             .args(["run", "--config"])
             .arg(self.dir.join("eddy.toml"))
-            .env("RUST_LOG", "info,eddy_host=debug")
+            .env("RUST_LOG", "info,eddy=debug")
             .env("KAFKA_BOOTSTRAP_SERVERS", bootstrap())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

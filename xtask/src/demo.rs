@@ -27,7 +27,7 @@ const TOPICS: &[&str] = &[
 
 pub fn run() -> anyhow::Result<()> {
     build_plugins()?;
-    let eddy = build_host()?;
+    let eddy = build_host(&[])?;
     kafka::start()?;
     let tokio = tokio::runtime::Runtime::new()?;
     tokio.block_on(kafka::create_topics(TOPICS, 3))?;

@@ -209,16 +209,28 @@ pub fn build_plugins() -> anyhow::Result<Vec<PathBuf>> {
     Ok(built)
 }
 
-/// Builds the `eddy` binary and returns its path.
-pub fn build_host() -> anyhow::Result<PathBuf> {
-    run_command(cargo().current_dir(root()).args([
-        "build",
-        "--package",
-        "eddy-host",
-        "--bin",
-        "eddy",
-    ]))?;
+/// Builds the `eddy` binary (debug) with `features` and returns its path.
+pub fn build_host(features: &[&str]) -> anyhow::Result<PathBuf> {
+    run_command(
+        cargo()
+            .current_dir(root())
+            .args(["build", "--package", "eddy", "--bin", "eddy"])
+            .args(features.iter().flat_map(|f| ["--features", f])),
+    )?;
     Ok(cargo_target_dir().join("debug/eddy"))
+}
+
+/// The `eddy` binary the end-to-end tests run: with the fault-injection
+/// hooks a user's build never has, copied aside so that a later build of
+/// the workspace without them does not replace it.
+fn build_host_for_tests() -> anyhow::Result<PathBuf> {
+    let built = build_host(&["fault-injection"])?;
+    let dir = cargo_target_dir().join("test-bin");
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join("eddy");
+    std::fs::copy(&built, &copy)
+        .with_context(|| format!("cannot copy {} to {}", built.display(), copy.display()))?;
+    Ok(copy)
 }
 
 /// Each example plugin on its `tests/events.jsonl`, with `eddy test` and
@@ -265,7 +277,7 @@ fn test() -> anyhow::Result<()> {
         "v2",
         &test_plugins.join("tagger-v2.wasm"),
     )?;
-    let eddy = build_host()?;
+    let eddy = build_host_for_tests()?;
     test_example_plugins(&eddy)?;
     // What needs no broker runs before there is one, so it cannot lean on
     // it: unit and property tests, doc tests, the container files. Every
@@ -278,6 +290,8 @@ fn test() -> anyhow::Result<()> {
         "--bins",
         "--test",
         "packaging",
+        "--test",
+        "docs",
     ]))?;
     run_command(
         cargo()

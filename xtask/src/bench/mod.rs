@@ -278,7 +278,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     run_command(
         cargo()
             .current_dir(root())
-            .args(["bench", "--package", "eddy-host", "--bench", "dispatch"])
+            .args(["bench", "--package", "eddy-pipeline", "--bench", "dispatch"])
             .env("EDDY_BENCH_PLUGINS", &plugins),
     )
 }
@@ -341,14 +341,7 @@ pub fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
     run_command(
         cargo()
             .current_dir(root())
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "eddy-host",
-                "--bin",
-                "eddy",
-            ])
+            .args(["build", "--release", "--package", "eddy", "--bin", "eddy"])
             .args(features),
     )?;
     Ok(cargo_target_dir().join("release/eddy"))
@@ -573,7 +566,7 @@ fn start_eddy(binary: &Path, config: &Path, log: &str) -> anyhow::Result<Running
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,eddy_host::app=info")
+        .env("RUST_LOG", "warn,eddy::app=info")
         .stderr(fs::File::create(&log)?)
         .spawn()
         .context("cannot start eddy")?;

@@ -1,0 +1,252 @@
+//! `eddy replay`: events run again, from a topic's range or a dead-letter
+//! topic, into a plugin or back onto a topic, while a live eddy runs.
+//!
+//! A replay always plans first: it resolves the range per partition, reads
+//! it once, counts what it holds and checks that every record can be
+//! replayed (a dead letter names its original and its plugin, the plugins
+//! are loaded). A plan that cannot be carried out whole writes nothing.
+//! Without `--execute` the plan is all it does.
+//!
+//! It reads by assignment, never through the live consumer group, so the
+//! live eddy's offsets do not move. Progress is committed in a group of its
+//! own once what a record produced is acknowledged: an interrupted replay
+//! resumes where it stopped, and a finished one replays nothing again
+//! (at-least-once: a kill -9 can repeat the records since the last commit).
+//!
+//! - `range`: `--from`, `--to`, `--since` per partition;
+//! - `plan`: the range resumed, read once and counted;
+//! - `records`: reading the range, filters, a dead letter's original;
+//! - `execute`: the plan carried out.
+
+mod execute;
+mod plan;
+mod range;
+mod records;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use sha2::{Digest, Sha256};
+
+use eddy_core::config::{Config, DeliveryMode};
+use eddy_kafka::client::{self as kafka, EddyProducer, KafkaErrors, ProducerContext, Retired};
+use eddy_pipeline::direct::{Backoff, Runner};
+use eddy_sandbox::runtime::Runtime;
+use execute::{Replay, load_plugins};
+use plan::{deleted_before, plan_spans, resume, scan};
+use range::Span;
+use records::Filters;
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the events come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Topic(String),
+    DeadLetters(String),
+}
+
+/// Where they go. `None`: as each dead letter says (its `eddy-plugin`, its
+/// `eddy-original-topic`).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Plugin(Option<String>),
+    Topic(Option<String>),
+}
+
+/// What `eddy replay` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub source: Source,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub since: Option<String>,
+    pub event_type: Option<String>,
+    pub key: Option<String>,
+    pub reason: Option<String>,
+    pub plugin: Option<String>,
+    pub target: Target,
+    pub drop_headers: Vec<String>,
+    pub group: Option<String>,
+    /// Events per second, at most.
+    pub rate: Option<f64>,
+    pub execute: bool,
+}
+
+impl Options {
+    /// The progress group: `--group`, or one named for these arguments.
+    fn group(&self) -> String {
+        if let Some(group) = &self.group {
+            return group.clone();
+        }
+        let mut described = self.clone();
+        described.execute = false;
+        described.rate = None;
+        let digest = Sha256::digest(format!("{described:?}").as_bytes());
+        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        format!("eddy-replay-{hex}")
+    }
+
+    fn topic(&self) -> &str {
+        match &self.source {
+            Source::Topic(topic) | Source::DeadLetters(topic) => topic,
+        }
+    }
+
+    fn dead_letters(&self) -> bool {
+        matches!(self.source, Source::DeadLetters(_))
+    }
+}
+
+/// Plans the replay, prints the plan, and carries it out with `--execute`.
+/// `stop` (SIGTERM, Ctrl-C) ends it after the record in hand, its progress
+/// committed.
+pub fn run(options: &Options, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let config = Config::load(&options.config)?;
+    let problems = config.problems();
+    if !problems.is_empty() {
+        bail!(
+            "{} has errors:\n  {}",
+            options.config.display(),
+            problems.join("\n  ")
+        );
+    }
+    check_target(options)?;
+    let filters = Filters {
+        event_type: options.event_type.clone(),
+        key: options.key.clone(),
+        reason: options.reason.clone(),
+        plugin: options.plugin.clone(),
+    };
+    let group = options.group();
+    let errors = Arc::new(KafkaErrors::default());
+    let consumer = reader(&config, &group, &errors)?;
+    let topic = options.topic();
+    let (spans, from_time) = plan_spans(&consumer, options, topic)?;
+    let resumed = resume(&consumer, topic, &group, &spans)?;
+
+    let mut plan = scan(&consumer, topic, &resumed, options, &filters, &stop)?;
+    if let Some(from_time) = from_time {
+        plan.problems
+            .extend(deleted_before(&consumer, topic, &spans, from_time)?);
+    }
+    let runtime = Runtime::new()?;
+    // A replayed event starts a new trace, linked to the original's.
+    eddy_core::trace::link_instead_of_continuing();
+    eddy_trace::start(&config.telemetry, &group)?;
+    let plugins = load_plugins(&runtime, &config, &plan)?;
+    println!("{}", plan.describe(options, &spans, &resumed, &group));
+    if let Some(problem) = plan.problems.first() {
+        bail!(
+            "{problem}{}; nothing was written",
+            match plan.problems.len() {
+                1 => String::new(),
+                n => format!(" (and {} more like it)", n - 1),
+            }
+        );
+    }
+    let left: i64 = resumed.iter().map(Span::len).sum();
+    if left == 0 && resumed != spans {
+        println!("already replayed: progress group {group} is at the end of the range");
+        return Ok(());
+    }
+    if plan.records == 0 {
+        bail!("nothing to replay: the range holds no records");
+    }
+    if !options.execute {
+        println!("dry run: nothing written; add --execute to replay");
+        return Ok(());
+    }
+    let producer = producer(&config, &errors)?;
+    let runner = Runner::new(&runtime, Backoff::Sleep(stop.clone()));
+    let mut replay = Replay::new(
+        options,
+        &filters,
+        &consumer,
+        &producer,
+        runner,
+        plugins,
+        plan.matching,
+    );
+    let finished = records::read(&consumer, topic, &resumed, &stop, |record| {
+        replay.one(record)?;
+        Ok(true)
+    })?;
+    let summary = replay.finish()?;
+    eddy_trace::flush(std::time::Duration::from_secs(5));
+    if !finished {
+        bail!("interrupted after {summary}; run the same command again to resume");
+    }
+    println!("replayed: {summary}");
+    Ok(())
+}
+
+/// What a target needs of its source, said before anything is read.
+fn check_target(options: &Options) -> anyhow::Result<()> {
+    match (&options.source, &options.target) {
+        (Source::Topic(_), Target::Plugin(None)) => {
+            bail!("--into-plugin needs a plugin name when replaying a topic")
+        }
+        (Source::Topic(_), Target::Topic(None)) => {
+            bail!("--to-topic needs a topic name when replaying a topic")
+        }
+        _ => {}
+    }
+    if !options.dead_letters() && (options.reason.is_some() || options.plugin.is_some()) {
+        bail!("--reason and --plugin filter dead letters: use them with --dead-letters");
+    }
+    if !matches!(options.target, Target::Topic(_)) && !options.drop_headers.is_empty() {
+        bail!("--drop-header applies to --to-topic");
+    }
+    Ok(())
+}
+
+/// The consumer that reads the range and keeps the replay's progress.
+fn reader(
+    config: &Config,
+    group: &str,
+    errors: &Arc<KafkaErrors>,
+) -> anyhow::Result<BaseConsumer<ProducerContext>> {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka.bootstrap_servers);
+    kafka::secure(&mut client, &config.kafka);
+    for (name, value) in &config.kafka.consumer {
+        client.set(name, value);
+    }
+    client
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        // A record of the range that is gone is an error, never a skip.
+        .set("auto.offset.reset", "error")
+        // Follow-ups of aborted transactions are not events to replay.
+        .set("isolation.level", "read_committed");
+    client.remove("group.instance.id");
+    client
+        .create_with_context(context(config, errors))
+        .map_err(kafka::redacted)
+        .context("cannot create the replay's consumer")
+}
+
+/// The producer of follow-ups, dead letters and republished records: eddy
+/// run's, without a transaction.
+fn producer(config: &Config, errors: &Arc<KafkaErrors>) -> anyhow::Result<EddyProducer> {
+    let mut kafka_config = config.kafka.clone();
+    kafka_config.delivery = DeliveryMode::AtLeastOnce;
+    kafka::producer_config(&kafka_config)
+        .create_with_context(context(config, errors))
+        .map_err(kafka::redacted)
+        .context("cannot create the replay's producer")
+}
+
+fn context(config: &Config, errors: &Arc<KafkaErrors>) -> ProducerContext {
+    let token = config.kafka.security.token_source();
+    ProducerContext::new(errors.clone(), token, Retired::default())
+}

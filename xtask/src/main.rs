@@ -32,7 +32,7 @@ commands:
   demo                      build everything, start Kafka and eddy, show follow-ups
   image                     build eddy's container image with podman (localhost/eddy:dev)
   test                      build everything, start Kafka, run every test
-  bench [--quick] [--only SCENARIO,…]
+  bench [--quick] [--only SCENARIO,…] [--baseline EDDY]
                             eddy against a bare consumer and the Python bus
                             (--only: those scenarios, after the raw floor)";
 
@@ -292,6 +292,8 @@ fn test() -> anyhow::Result<()> {
         "packaging",
         "--test",
         "docs",
+        "--test",
+        "layering",
     ]))?;
     run_command(
         cargo()

@@ -62,7 +62,7 @@ pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
         // acknowledgements after: lingering would only add latency.
         .set("linger.ms", "0")
         // Small JSON events in a batch shrink about 8 times with lz4, for no
-        // CPU time the bench can measure (README, Performance).
+        // CPU time the bench can measure (docs/performance.md).
         .set("compression.type", "lz4");
     secure(&mut config, kafka);
     if kafka.delivery == DeliveryMode::ExactlyOnce {

@@ -66,6 +66,9 @@ pub struct Options {
     quick: bool,
     /// Only these scenarios (and the raw floor); no criterion run.
     only: Option<Vec<String>>,
+    /// An earlier `eddy` binary: each eddy scenario is run again with it,
+    /// right after, as `<scenario>@baseline`, for a before/after in one run.
+    baseline: Option<PathBuf>,
 }
 
 impl Options {
@@ -81,6 +84,7 @@ pub fn options(args: &[&str]) -> anyhow::Result<Options> {
     let mut options = Options {
         quick: false,
         only: None,
+        baseline: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -89,6 +93,12 @@ pub fn options(args: &[&str]) -> anyhow::Result<Options> {
             "--only" => {
                 let list = args.next().context("--only needs a list of scenarios")?;
                 options.only = Some(list.split(',').map(str::to_string).collect());
+            }
+            "--baseline" => {
+                let path = args.next().context("--baseline needs an eddy binary")?;
+                let path = PathBuf::from(path);
+                anyhow::ensure!(path.is_file(), "--baseline {} is not a file", path.display());
+                options.baseline = Some(path);
             }
             other => bail!("unknown bench option {other:?}"),
         }
@@ -168,10 +178,17 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-followup-reuse-none", &eddy, "tagger"),
         ("eddy-followup-reuse-zstd", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
-    ] {
-        if !options.wants(name) {
-            continue;
-        }
+    ]
+    .into_iter()
+    .filter(|(name, _, _)| options.wants(name))
+    .flat_map(|(name, binary, plugin)| {
+        let baseline = options.baseline.as_ref().filter(|_| name != "native").map(|old| {
+            // Leaked: a scenario's name is 'static, and xtask ends soon.
+            let name: &'static str = Box::leak(format!("{name}@baseline").into_boxed_str());
+            (name, old, plugin)
+        });
+        std::iter::once((name, binary, plugin)).chain(baseline)
+    }) {
         println!("xtask: bench: {name}");
         let setup = EddySetup {
             plugin,

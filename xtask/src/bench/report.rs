@@ -211,6 +211,39 @@ pub fn report(dir: &Path, results: &[Scenario]) -> anyhow::Result<()> {
         }
     }
     print_bars(&scenarios);
+    print_baselines(&scenarios);
     println!("\nxtask: wrote {}", path.display());
     Ok(())
+}
+
+/// Each scenario run again with `--baseline`'s binary, beside this one's.
+fn print_baselines(scenarios: &[Value]) {
+    let pairs: Vec<(&Value, &Value)> = scenarios
+        .iter()
+        .filter_map(|old| {
+            let name = old["name"].as_str()?.strip_suffix("@baseline")?;
+            let new = scenarios.iter().find(|s| s["name"] == name)?;
+            Some((new, old))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    println!("\nthis build / baseline                 events/s   CPU per event   peak RSS");
+    for (new, old) in pairs {
+        let ratio = |pointer: &str| {
+            let figure = |s: &Value| s.pointer(pointer).and_then(Value::as_f64);
+            match (figure(new), figure(old)) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+                _ => "–".to_string(),
+            }
+        };
+        println!(
+            "{:<34} {:>11} {:>14} {:>10}",
+            new["name"].as_str().unwrap_or_default(),
+            ratio("/events_per_s"),
+            ratio("/cpu_s_per_million"),
+            ratio("/peak_rss_mb")
+        );
+    }
 }

@@ -115,7 +115,10 @@ fn each_crate_depends_only_on_the_crates_below_it() {
             }
         }
     }
-    assert!(wrong.is_empty(), "dependencies pointing up or sideways: {wrong:#?}");
+    assert!(
+        wrong.is_empty(),
+        "dependencies pointing up or sideways: {wrong:#?}"
+    );
 }
 
 #[test]
@@ -333,7 +336,11 @@ fn no_module_imports_a_module_that_imports_it_back() {
                 for next in edges.get(&at).into_iter().flatten() {
                     if next == start {
                         let shown: Vec<String> = trail.iter().map(|m| m.join("::")).collect();
-                        circles.push(format!("{folder}: {} -> {}", shown.join(" -> "), start.join("::")));
+                        circles.push(format!(
+                            "{folder}: {} -> {}",
+                            shown.join(" -> "),
+                            start.join("::")
+                        ));
                     } else if seen.insert(next.clone()) {
                         let mut longer = trail.clone();
                         longer.push(next.clone());
@@ -362,5 +369,8 @@ fn the_checker_sees_a_circle_and_a_nested_use() {
     assert_eq!(target(&at, "eddy_core::x", &names), None);
     let reexport = "pub use worker::Worker;\nuse crate::a::b;\n";
     assert_eq!(use_paths(reexport), ["crate::a::b"]);
-    assert_eq!(inline_paths("let x = crate::a::c::f(super::g);"), ["crate::a::c::f", "super::g"]);
+    assert_eq!(
+        inline_paths("let x = crate::a::c::f(super::g);"),
+        ["crate::a::c::f", "super::g"]
+    );
 }

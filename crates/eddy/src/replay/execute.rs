@@ -14,9 +14,9 @@ use rdkafka::message::{Header, Message, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::options::{Options, Target};
 use super::plan::Plan;
 use super::records::{self, Filters, Seen};
-use super::{Options, Target};
 use eddy_core::config::{Config, Route};
 use eddy_kafka::client::{EddyProducer, ProducerContext};
 use eddy_pipeline::direct::{Kind, Runner};

@@ -19,90 +19,27 @@
 //! - `execute`: the plan carried out.
 
 mod execute;
+mod options;
 mod plan;
 mod range;
 mod records;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
-use sha2::{Digest, Sha256};
 
 use eddy_core::config::{Config, DeliveryMode};
 use eddy_kafka::client::{self as kafka, EddyProducer, KafkaErrors, ProducerContext, Retired};
 use eddy_pipeline::direct::{Backoff, Runner};
 use eddy_sandbox::runtime::Runtime;
 use execute::{Replay, load_plugins};
+pub use options::{Options, Source, Target};
 use plan::{deleted_before, plan_spans, resume, scan};
 use range::Span;
 use records::Filters;
-
-const TIMEOUT: Duration = Duration::from_secs(15);
-
-/// Where the events come from.
-#[derive(Debug, Clone)]
-pub enum Source {
-    Topic(String),
-    DeadLetters(String),
-}
-
-/// Where they go. `None`: as each dead letter says (its `eddy-plugin`, its
-/// `eddy-original-topic`).
-#[derive(Debug, Clone)]
-pub enum Target {
-    Plugin(Option<String>),
-    Topic(Option<String>),
-}
-
-/// What `eddy replay` was asked to do.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub config: PathBuf,
-    pub source: Source,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub since: Option<String>,
-    pub event_type: Option<String>,
-    pub key: Option<String>,
-    pub reason: Option<String>,
-    pub plugin: Option<String>,
-    pub target: Target,
-    pub drop_headers: Vec<String>,
-    pub group: Option<String>,
-    /// Events per second, at most.
-    pub rate: Option<f64>,
-    pub execute: bool,
-}
-
-impl Options {
-    /// The progress group: `--group`, or one named for these arguments.
-    fn group(&self) -> String {
-        if let Some(group) = &self.group {
-            return group.clone();
-        }
-        let mut described = self.clone();
-        described.execute = false;
-        described.rate = None;
-        let digest = Sha256::digest(format!("{described:?}").as_bytes());
-        let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-        format!("eddy-replay-{hex}")
-    }
-
-    fn topic(&self) -> &str {
-        match &self.source {
-            Source::Topic(topic) | Source::DeadLetters(topic) => topic,
-        }
-    }
-
-    fn dead_letters(&self) -> bool {
-        matches!(self.source, Source::DeadLetters(_))
-    }
-}
 
 /// Plans the replay, prints the plan, and carries it out with `--execute`.
 /// `stop` (SIGTERM, Ctrl-C) ends it after the record in hand, its progress

@@ -10,9 +10,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::options::{Options, Source, TIMEOUT, Target};
 use super::range::{self, Bound, Span};
 use super::records::{self, Filters, Seen};
-use super::{Options, Source, TIMEOUT, Target};
 use eddy_kafka::client::{self as kafka, ProducerContext};
 
 /// The range of each partition of `topic` the options name, and the time

@@ -8,7 +8,6 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::producer::Producer;
 
 use super::caller::Stuck;
-use super::written::Staged;
 use super::*;
 
 /// Why a commit failed, and whether it may be tried again from the last one.

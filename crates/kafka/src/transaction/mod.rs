@@ -56,7 +56,6 @@ mod commit;
 mod written;
 
 use caller::{Caller, Stuck, stuck_on_demand};
-use written::Staged;
 pub use written::{InTransaction, Poison, Position, Written};
 
 /// Records staged after which the committer commits without waiting for
@@ -118,6 +117,17 @@ pub struct Transactions {
     /// Cancelled only when transactions fail: what a write into the
     /// transaction stops for (see [`InTransaction::token`]).
     broken: CancellationToken,
+}
+
+/// What the open transaction will commit.
+#[derive(Default)]
+struct Staged {
+    /// The next offset to read, by topic, then partition: looked up with
+    /// the worker's borrowed topic name, so staging allocates nothing once
+    /// the topic is there.
+    offsets: HashMap<String, HashMap<i32, i64>>,
+    records: usize,
+    written: Vec<Written>,
 }
 
 /// The transactional producer, and the thread that makes its calls.

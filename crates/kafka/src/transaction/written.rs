@@ -90,17 +90,6 @@ impl Poison {
     }
 }
 
-/// What the open transaction will commit.
-#[derive(Default)]
-pub(super) struct Staged {
-    /// The next offset to read, by topic, then partition: looked up with
-    /// the worker's borrowed topic name, so staging allocates nothing once
-    /// the topic is there.
-    pub(super) offsets: HashMap<String, HashMap<i32, i64>>,
-    pub(super) records: usize,
-    pub(super) written: Vec<Written>,
-}
-
 /// The right to write into the open transaction, while held.
 pub struct InTransaction<'a> {
     pub(super) _gate: RwLockReadGuard<'a, ()>,

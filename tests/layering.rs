@@ -56,7 +56,6 @@ const CORE_MAY_USE: &[&str] = &[
     "tokio-util",
     "toml",
     "tracing",
-    "uuid",
 ];
 
 fn crates_dir() -> PathBuf {

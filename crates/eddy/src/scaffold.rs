@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 
 /// Where the SDK was when this `eddy` was built; `--sdk` overrides it.
 pub fn default_sdk_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk")
 }
 
 /// Writes the plugin crate `name` into `dir/name`. Fails if it exists.

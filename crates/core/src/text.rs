@@ -1,5 +1,5 @@
 //! Text from outside (a record's event id, a handler's reason) as it goes
-//! into a log line.
+//! into a log line, and URLs said without their passwords.
 
 use std::fmt;
 
@@ -22,9 +22,43 @@ impl fmt::Display for OneLine<'_> {
     }
 }
 
+/// `url` without the `user:password@` of its authority (what may be said
+/// of it), and that user and password as written, if it had them.
+pub fn split_userinfo(url: &str) -> (String, Option<&str>) {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return (url.to_string(), None);
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |at| scheme_end + at);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => (
+            format!("{}{}", &url[..scheme_end], &url[scheme_end + at + 1..]),
+            Some(&url[scheme_end..scheme_end + at]),
+        ),
+        None => (url.to_string(), None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_urls_user_and_password_are_split_off() {
+        assert_eq!(
+            split_userinfo("http://ada:s3cret@registry:8081/apis/x@y"),
+            (
+                "http://registry:8081/apis/x@y".to_string(),
+                Some("ada:s3cret")
+            )
+        );
+        assert_eq!(
+            split_userinfo("http://registry:8081"),
+            ("http://registry:8081".to_string(), None)
+        );
+        assert_eq!(split_userinfo("not a url"), ("not a url".to_string(), None));
+    }
 
     #[test]
     fn control_characters_are_escaped_and_the_rest_kept() {

@@ -122,7 +122,12 @@ impl Reloader {
     /// The snapshot's schemas: `files`, and the registry of `config`.
     fn schemas(&mut self, config: &Config, files: eddy_schema::Catalog) -> Arc<Schemas> {
         let url = config.schemas.registry.as_deref();
-        if self.registry.as_ref().map(|r| r.base()) != url.map(|u| u.trim_end_matches('/')) {
+        let same = match (&self.registry, url) {
+            (Some(registry), Some(url)) => registry.is_at(url),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
             self.registry = url.map(|url| Arc::new(eddy_schema::Registry::new(url)));
         }
         Arc::new(Schemas::new(&config.schemas, files, self.registry.clone()))

@@ -2,8 +2,6 @@
 //! schema), filled in and buffered; it reaches Kafka only if the handler
 //! returns `ok`.
 
-use std::time::{Duration, Instant};
-
 use eddy_core::config::WireFormat;
 use eddy_core::envelope;
 use eddy_core::outcome::FollowUp;
@@ -84,10 +82,6 @@ impl bindings::eddy::plugin::publisher::Host for HostState {
     }
 }
 
-/// A follow-up's schema check longer than this asked the registry (a
-/// check against a compiled schema takes microseconds).
-const SLOW_SCHEMA_CHECK: Duration = Duration::from_millis(20);
-
 impl HostState {
     /// Checks a follow-up against its schema, if eddy has schemas: the id
     /// to frame it with when the plugin's follow-ups are written in the
@@ -102,12 +96,10 @@ impl HostState {
         };
         let want_id = self.settings.wire_format == WireFormat::Confluent;
         let (event_type, version) = (&event.event_type, &event.version);
-        let started = Instant::now();
+        // Only the time spent waiting on the registry itself counts.
+        let waited = eddy_schema::registry_time_waited();
         let checked = schemas.check_out(topic, event_type, version, &event.data, want_id);
-        // A check that took this long asked the registry.
-        if started.elapsed() > SLOW_SCHEMA_CHECK {
-            self.schema_fetching += started.elapsed();
-        }
+        self.schema_fetching += eddy_schema::registry_time_waited() - waited;
         match checked {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(why)) => {

@@ -302,8 +302,9 @@ impl Runtime {
         };
         // Whatever the handler made of it, an attempt that met a registry
         // not answering is made again: what it published is dropped. So is
-        // one that ran out of time while the registry was slow to answer:
-        // its schemas are at hand the next time.
+        // one that ran out of time because the registry was slow to answer
+        // (waiting on it took half its timeout_ms or more): its schemas are
+        // at hand the next time. A handler that is slow itself times out.
         let state = warm.store.data_mut();
         let fetching = std::mem::take(&mut state.schema_fetching);
         let outcome = match (state.schemas_unavailable.take(), outcome) {
@@ -312,7 +313,8 @@ impl Runtime {
                 message: why,
             }),
             (None, Outcome::Failed(failure))
-                if failure.kind == FailureKind::Timeout && !fetching.is_zero() =>
+                if failure.kind == FailureKind::Timeout
+                    && fetching * 2 >= Duration::from_millis(settings.timeout_ms) =>
             {
                 Outcome::Failed(Failure {
                     kind: FailureKind::SchemaUnavailable,

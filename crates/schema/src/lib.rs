@@ -43,7 +43,7 @@ use serde_json::Value;
 
 pub use check::check;
 pub use files::{Catalog, Loader};
-pub use registry::{Lookup, Registry};
+pub use registry::{Lookup, Registry, time_waited as registry_time_waited};
 
 use eddy_core::config::{SchemasConfig, SubjectStrategy, UnknownSchema};
 use eddy_core::metrics;

@@ -1,9 +1,12 @@
 //! A Confluent-compatible schema registry, read over plain HTTP: schemas by
 //! id (the id in a record's frame) and a subject's latest version (an
-//! event type's schema). What it answers is compiled once and kept: an id
-//! names one schema for good; an id it does not have, and a subject's
-//! latest, are asked again after [`REFRESH`], and a subject's is kept
-//! meanwhile if the registry does not answer.
+//! event type's schema). A schema it answers is compiled once and kept: an
+//! id names one schema for good. Any other answer about an id (none, or a
+//! schema eddy cannot check against), and a subject's latest, are asked
+//! again after [`REFRESH`], and a subject's is kept meanwhile if the
+//! registry does not answer. An answer that is not the registry's (a body
+//! that is not JSON, a redirect, a body cut short) means the registry is
+//! unavailable, as a refused connection does: what needs it waits.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,7 +39,12 @@ pub enum Lookup {
 }
 
 pub struct Registry {
+    /// The URL as configured: never said anywhere, it may hold a password.
+    configured: String,
+    /// The URL without its user and password: what is said of it.
     base: String,
+    /// `Authorization`, from the URL's user and password.
+    authorization: Option<String>,
     agent: ureq::Agent,
     by_id: Mutex<HashMap<u32, (Instant, Lookup)>>,
     by_subject: Mutex<HashMap<String, (Instant, Lookup)>>,
@@ -68,10 +76,15 @@ impl Registry {
             .timeout_connect(Some(CONNECT_WAIT))
             .timeout_global(Some(ANSWER_WAIT))
             .http_status_as_error(false)
+            .max_redirects(0)
             .build()
             .into();
+        let configured = base.trim_end_matches('/').to_string();
+        let (base, authorization) = without_userinfo(&configured);
         Registry {
-            base: base.trim_end_matches('/').to_string(),
+            configured,
+            base,
+            authorization,
             agent,
             by_id: Mutex::new(HashMap::new()),
             by_subject: Mutex::new(HashMap::new()),
@@ -79,8 +92,14 @@ impl Registry {
         }
     }
 
+    /// The registry's URL without its user and password, if it had them.
     pub fn base(&self) -> &str {
         &self.base
+    }
+
+    /// Whether this is the registry `url` (as configured) names.
+    pub fn is_at(&self, url: &str) -> bool {
+        self.configured == url.trim_end_matches('/')
     }
 
     /// Why the registry is not answering, if it was not last time asked.
@@ -91,7 +110,7 @@ impl Registry {
     /// The schema the registry gave id `id`.
     pub fn by_id(&self, id: u32) -> Result<Lookup, Unavailable> {
         if let Some((at, known)) = lock(&self.by_id).get(&id)
-            && (!matches!(known, Lookup::Missing) || at.elapsed() < REFRESH)
+            && (matches!(known, Lookup::Found(_)) || at.elapsed() < REFRESH)
         {
             return Ok(known.clone());
         }
@@ -99,8 +118,8 @@ impl Registry {
             format!("schema id {id} of the registry at {}", self.base)
         })?;
         let mut ids = lock(&self.by_id);
-        if matches!(lookup, Lookup::Missing) && ids.len() >= MAX_MISSING {
-            ids.retain(|_, (_, l)| !matches!(l, Lookup::Missing));
+        if !matches!(lookup, Lookup::Found(_)) && ids.len() >= MAX_MISSING {
+            ids.retain(|_, (_, l)| matches!(l, Lookup::Found(_)));
         }
         ids.insert(id, (Instant::now(), lookup.clone()));
         Ok(lookup)
@@ -130,21 +149,32 @@ impl Registry {
             },
         };
         let mut subjects = lock(&self.by_subject);
-        if matches!(lookup, Lookup::Missing) && subjects.len() >= MAX_MISSING {
-            subjects.retain(|_, (_, l)| !matches!(l, Lookup::Missing));
+        if !matches!(lookup, Lookup::Found(_)) && subjects.len() >= MAX_MISSING {
+            subjects.retain(|_, (_, l)| matches!(l, Lookup::Found(_)));
         }
         subjects.insert(subject.to_string(), (Instant::now(), lookup.clone()));
         Ok(lookup)
     }
 
-    /// One GET of a schema; `what` names it in what is said of it.
+    /// One GET of a schema; `what` names it in what is said of it. Its
+    /// time counts in [`time_waited`].
     fn fetch(&self, path: &str, what: impl Fn() -> String) -> Result<Lookup, Unavailable> {
+        let started = Instant::now();
+        let fetched = self.fetch_now(path, what);
+        WAITED.set(WAITED.get() + started.elapsed());
+        fetched
+    }
+
+    fn fetch_now(&self, path: &str, what: impl Fn() -> String) -> Result<Lookup, Unavailable> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let mut request = self
             .agent
             .get(&url)
-            .header("Accept", "application/vnd.schemaregistry.v1+json")
-            .call();
+            .header("Accept", "application/vnd.schemaregistry.v1+json");
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.call();
         let mut response = match response {
             Ok(response) => response,
             Err(e) => {
@@ -176,14 +206,46 @@ impl Registry {
                         ))
                     }
                 }
-                Err(e) => Lookup::Unusable(format!(
-                    "{}: the registry's answer is not a schema: {e}",
-                    what()
-                )),
+                // A proxy's page, a login form: not the registry speaking.
+                Err(e) => {
+                    return Err(self.failed(format!(
+                        "the schema registry at {} answered {url} with something that is not \
+                         a registry's answer ({e}): {}",
+                        self.base,
+                        eddy_core::text::OneLine(
+                            body.chars().take(200).collect::<String>().as_str()
+                        )
+                    )));
+                }
             },
-            // Too large, say: the schema's own fault, not the registry's.
-            (200, Err(e)) => Lookup::Unusable(format!("{}: {e}", what())),
+            // Too large: the schema's own fault, not the registry's.
+            (200, Err(ureq::Error::BodyExceedsLimit(limit))) => Lookup::Unusable(format!(
+                "{}: the schema is larger than {limit} bytes",
+                what()
+            )),
+            // Cut short, timed out: asked again.
+            (200, Err(e)) => {
+                return Err(self.failed(format!(
+                    "the schema registry at {} did not finish answering {url}: {e}",
+                    self.base
+                )));
+            }
             (404, _) => Lookup::Missing,
+            // eddy follows no redirect: a registry does not send one, a
+            // proxy's login page does.
+            (300..=399, _) => {
+                return Err(self.failed(format!(
+                    "the schema registry at {} answered {url} with a redirect (HTTP {status}{}); \
+                     set [schemas] registry to where the registry itself answers",
+                    self.base,
+                    response
+                        .headers()
+                        .get("location")
+                        .and_then(|l| l.to_str().ok())
+                        .map(|l| format!(" to {}", eddy_core::text::OneLine(l)))
+                        .unwrap_or_default()
+                )));
+            }
             // The registry is down, overloaded, or will not let eddy in:
             // not the event's fault, so what needs it waits.
             (401 | 403 | 408 | 429 | 500.., body) => {
@@ -222,10 +284,58 @@ impl Registry {
     }
 }
 
+thread_local! {
+    static WAITED: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
+/// The time this thread has spent waiting on registries, all told: the
+/// difference across a call is what the call waited on them (and not what
+/// it spent compiling or checking).
+pub fn time_waited() -> Duration {
+    WAITED.get()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `url` without the `user:password@` of its authority, and the HTTP Basic
+/// `Authorization` they make (percent-escapes decoded), if it had them.
+fn without_userinfo(url: &str) -> (String, Option<String>) {
+    use base64::Engine;
+    let (base, userinfo) = eddy_core::text::split_userinfo(url);
+    let authorization = userinfo.map(|userinfo| {
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let pair = format!("{}:{}", percent_decoded(user), percent_decoded(password));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
+        format!("Basic {encoded}")
+    });
+    (base, authorization)
+}
+
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[at], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `subject` as one URL path segment.
@@ -251,6 +361,88 @@ mod tests {
         assert_eq!(escaped("orders-value"), "orders-value");
         assert_eq!(escaped("a/b c?"), "a%2Fb%20c%3F");
         assert_eq!(escaped("é"), "%C3%A9");
+    }
+
+    /// A registry stub for fault injection: answers its connections with
+    /// `answers` (status line and headers, body), in turn; how many it
+    /// answered.
+    fn stub(answers: Vec<(&'static str, &'static str)>) -> (String, Arc<Mutex<usize>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let asked = Arc::new(Mutex::new(0));
+        let count = asked.clone();
+        std::thread::spawn(move || {
+            for (answer, stream) in answers.into_iter().zip(listener.incoming()) {
+                let mut stream = stream.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                *lock(&count) += 1;
+                let (head, body) = answer;
+                let _ = write!(
+                    stream,
+                    "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (base, asked)
+    }
+
+    const SCHEMA: &str = r#"{"schema":"{\"type\":\"object\"}","schemaType":"JSON","id":7}"#;
+
+    #[test]
+    fn a_page_that_is_not_the_registrys_answer_is_not_kept() {
+        let (base, asked) = stub(vec![
+            (
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html",
+                "<html>Sign in</html>",
+            ),
+            ("HTTP/1.1 302 Found\r\nLocation: http://login.example/", ""),
+            ("HTTP/1.1 200 OK\r\nContent-Type: application/json", SCHEMA),
+        ]);
+        let registry = Registry::new(&base);
+        let Err(Unavailable(why)) = registry.by_id(7) else {
+            panic!("an HTML page was taken for an answer");
+        };
+        assert!(why.contains("not a registry's answer"), "{why}");
+        let Err(Unavailable(why)) = registry.by_id(7) else {
+            panic!("a redirect was followed or taken for an answer");
+        };
+        assert!(
+            why.contains("redirect (HTTP 302 to http://login.example/)"),
+            "{why}"
+        );
+        assert!(matches!(registry.by_id(7), Ok(Lookup::Found(_))));
+        assert!(registry.trouble().is_none());
+        // A schema is kept: the registry is not asked again.
+        assert!(matches!(registry.by_id(7), Ok(Lookup::Found(_))));
+        assert_eq!(*lock(&asked), 3);
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_sent_as_basic_auth_and_never_said() {
+        assert_eq!(
+            without_userinfo("http://registry:8081/apis"),
+            ("http://registry:8081/apis".to_string(), None)
+        );
+        let (base, auth) = without_userinfo("https://ada:p%40ss@registry:8081/x@y");
+        assert_eq!(base, "https://registry:8081/x@y");
+        // "ada:p@ss"
+        assert_eq!(auth.as_deref(), Some("Basic YWRhOnBAc3M="));
+
+        let (stub_base, _) = stub(vec![("HTTP/1.1 503 Service Unavailable", "s3cret-down")]);
+        let url = stub_base.replace("http://", "http://eddy:s3cret@");
+        let registry = Registry::new(&url);
+        assert!(registry.is_at(&url) && registry.is_at(&format!("{url}/")));
+        assert!(!registry.is_at(&stub_base));
+        assert!(!registry.base().contains("s3cret"));
+        assert!(!format!("{registry:?}").contains("s3cret"));
+        let Err(Unavailable(why)) = registry.by_id(1) else {
+            panic!("a 503 was taken for an answer");
+        };
+        assert!(why.contains("HTTP 503"), "{why}");
+        assert!(!why.contains("eddy:s3cret"), "{why}");
     }
 
     #[test]

@@ -158,7 +158,9 @@ fn is_plugin_name(name: &str) -> bool {
 /// What is wrong with `[schemas]`, before anything is read.
 fn schemas_problems(config: &SchemasConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Some(url) = &config.registry {
+    if let Some(configured) = &config.registry {
+        // Said without its user and password, if it has them.
+        let (url, _) = crate::text::split_userinfo(configured);
         if url.starts_with("https://") {
             problems.push(format!(
                 "[schemas] registry {url:?}: eddy reads the registry over plain HTTP only; \

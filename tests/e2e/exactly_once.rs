@@ -19,7 +19,7 @@ const EVENTS: usize = 20_000;
 const PARTITIONS: i32 = 6;
 
 /// The tagger on `topic`, answering on `out`, exactly once.
-fn exactly_once_config(group: &str, topic: &str, out: &str) -> String {
+pub fn exactly_once_config(group: &str, topic: &str, out: &str) -> String {
     tagger_config(group, topic, out).replacen(
         "[kafka]\n",
         &format!(

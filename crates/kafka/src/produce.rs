@@ -89,6 +89,15 @@ pub fn permanent(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Whether Kafka refused a record with `code` for its size: a smaller one
+/// may be taken.
+pub fn too_large(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
+    )
+}
+
 /// Whether the producer will take nothing more after `code`: its
 /// transaction is in an error state, or it hit a fatal error.
 fn broken(code: RDKafkaErrorCode) -> bool {

@@ -182,10 +182,7 @@ pub async fn write(
                 );
                 return Ok(());
             }
-            Err(KafkaError::MessageProduction(code)) => matches!(
-                *code,
-                RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize
-            ),
+            Err(KafkaError::MessageProduction(code)) => eddy_kafka::produce::too_large(*code),
             Err(_) => false,
         };
         if !(too_large && kept.leave_out_next()) {
@@ -314,14 +311,35 @@ fn eddy_headers(
     ]
 }
 
+/// The header saying that some header names were escaped.
+pub const ESCAPED_NAMES: &str = "eddy-header-names-escaped";
+
+/// A header name that is not UTF-8, with each byte that is not written
+/// `\xNN`: clients that decode header names as text (aiokafka, for one)
+/// fail on the whole batch holding one that is not. `None` when it is
+/// UTF-8 already.
+fn readable_name(name: &[u8]) -> Option<String> {
+    if std::str::from_utf8(name).is_ok() {
+        return None;
+    }
+    let mut text = String::with_capacity(name.len() + 8);
+    for chunk in name.utf8_chunks() {
+        text.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            text.push_str(&format!("\\x{byte:02x}"));
+        }
+    }
+    Some(text)
+}
+
 /// The headers of `record`'s dead letter when its topic takes it whole:
 /// what `eddy test` shows.
 pub fn headers_of(record: &OwnedMessage, error: &RecordError, attempts: u32) -> OwnedHeaders {
     dead_letter_headers(record, true, &eddy_headers(record, error, attempts), &[])
 }
 
-/// A dead letter's headers: the record's own (unless left out), as bytes (a
-/// name need not be UTF-8), but not its `eddy-*` ones: a record could forge
+/// A dead letter's headers: the record's own (unless left out), values as
+/// bytes and names made readable ([`readable_name`]), but not its `eddy-*` ones: a record could forge
 /// `eddy-original-topic` and mislead whoever redrives the dead letters.
 /// Then eddy's own (its `traceparent` among them), and what was left out.
 fn dead_letter_headers(
@@ -331,15 +349,39 @@ fn dead_letter_headers(
     omitted: &[(&str, String)],
 ) -> OwnedHeaders {
     let mut headers = OwnedHeaders::new();
+    let mut escaped = 0;
     if let Some(original) = record.headers().filter(|_| own) {
         for (name, value) in headers::each(original) {
             // Its `traceparent` is replaced by eddy's.
             if !name.starts_with(b"eddy-")
                 && !name.eq_ignore_ascii_case(trace::TRACEPARENT.as_bytes())
             {
-                headers::add(&mut headers, name, value);
+                match readable_name(name) {
+                    Some(name) => {
+                        escaped += 1;
+                        headers::add(&mut headers, name.as_bytes(), value);
+                    }
+                    None => headers::add(&mut headers, name, value),
+                }
             }
         }
+    }
+    // The original's hop count goes with it, so that redriving a loop's
+    // dead letter does not start its count again.
+    let hops = headers::hops(record.headers());
+    if hops > 0 {
+        headers = headers.insert(Header {
+            key: headers::HOPS,
+            value: Some(&hops.to_string()),
+        });
+    }
+    if escaped > 0 {
+        let text =
+            format!("{escaped} header names were not UTF-8; their other bytes are written \\xNN");
+        headers = headers.insert(Header {
+            key: ESCAPED_NAMES,
+            value: Some(&text),
+        });
     }
     for (name, value) in ours.iter().chain(omitted) {
         headers = headers.insert(Header {
@@ -348,4 +390,23 @@ fn dead_letter_headers(
         });
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable_name;
+
+    #[test]
+    fn a_header_name_that_is_not_utf8_is_escaped_byte_by_byte() {
+        assert_eq!(readable_name(b"x-plain"), None);
+        assert_eq!(readable_name("x-caf\u{e9}".as_bytes()), None);
+        assert_eq!(
+            readable_name(b"bad\xffname").as_deref(),
+            Some("bad\\xffname")
+        );
+        assert_eq!(
+            readable_name(b"\xc3caf\xc3\xa9\x80").as_deref(),
+            Some("\\xc3caf\u{e9}\\x80")
+        );
+    }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::tagger_config;
+use crate::exactly_once::exactly_once_config;
 use crate::harness::{
-    Eddy, PluginFile, bootstrap, config_head, create_topics, create_topics_with, dead_letters,
-    follow_ups_of, producer_for, producer_with, read, read_to_end, seed_event, unique,
+    Eddy, PluginFile, alter_topic, bootstrap, config_head, create_topics, create_topics_with,
+    dead_letters, follow_ups_of, producer_for, producer_with, read, read_to_end, seed_event,
+    unique,
 };
 
 /// A record that is not an event: key, value, headers, expected reason.
@@ -283,10 +285,17 @@ fn hostile_headers_neither_stop_eddy_nor_forge_dead_letters() {
         .iter()
         .find(|r| r.key.as_deref() == Some("junk"))
         .expect("junk");
+    // Its name is escaped (a client that decodes header names as text
+    // would fail on the batch), and the dead letter says so.
     assert_eq!(
-        junk.header("bad\u{fffd}name"),
+        junk.header("bad\\xffname"),
         "v",
-        "the header is kept, as bytes"
+        "the header is kept, its name escaped: {:?}",
+        junk.headers
+    );
+    assert!(
+        junk.header("eddy-header-names-escaped")
+            .starts_with("1 header names")
     );
     let forged = dead
         .iter()
@@ -376,15 +385,93 @@ fn a_plugin_answering_its_own_topic_is_stopped_after_max_hops() {
         "{:?}",
         dead[0].headers
     );
-    assert_eq!(
-        dead[0].header("eddy-hops"),
-        "",
-        "a redrive starts again from 0"
-    );
+    // The dead letter keeps the count: a redrive does not start it again.
+    assert_eq!(dead[0].header("eddy-hops"), "5", "{:?}", dead[0].headers);
     // The original and five follow-ups, nothing more.
     let all = read_to_end(&[&topic], |_| true);
     assert_eq!(all.len(), 6, "{all:?}");
     let hops: Vec<&str> = all.iter().map(|r| r.header("eddy-hops")).collect();
     assert_eq!(hops, ["", "1", "2", "3", "4", "5"]);
+
+    // Redriven to its topic, it is the same loop: dead-lettered again at
+    // once, with no follow-up.
+    let dlq = format!("{topic}.dlq");
+    let redrive = std::process::Command::new(crate::harness::env_path("EDDY_BIN"))
+        .args(["replay", "--config"])
+        .arg(eddy.dir.join("eddy.toml"))
+        .args(["--dead-letters", &dlq, "--to-topic", "--execute"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("eddy replay");
+    assert!(
+        redrive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    let dead = dead_letters(&topic, 2);
+    assert_eq!(dead.len(), 2, "log:\n{}", eddy.log());
+    assert!(
+        dead[1]
+            .header("eddy-error")
+            .starts_with("loop: the event is a follow-up 5 deep"),
+        "{:?}",
+        dead[1].headers
+    );
+    let all = read_to_end(&[&topic], |_| true);
+    let hops: Vec<&str> = all.iter().map(|r| r.header("eddy-hops")).collect();
+    assert_eq!(
+        hops,
+        ["", "1", "2", "3", "4", "5", "5"],
+        "the redriven record is last"
+    );
+    eddy.stop();
+}
+
+#[test]
+fn an_exactly_once_dead_letter_refused_for_another_reason_than_size_is_later_written_whole() {
+    let (topic, out, group) = (
+        unique("eos.dlq.policy"),
+        unique("eos.dlq.policy.out"),
+        unique("g"),
+    );
+    let dlq = format!("{topic}.dlq");
+    create_topics(&[&topic, &out], 1);
+    // A compacted topic refuses a record without a key (INVALID_RECORD): the
+    // dead letter of a keyless record is refused, and not for its size.
+    create_topics_with(&bootstrap(), &[&dlq], 1, &[("cleanup.policy", "compact")]);
+    let config = exactly_once_config(&group, &topic, &out)
+        .replace("[plugin.tagger]\n", "[plugin.tagger]\nmax_retries = 0\n");
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    let event = seed_event(
+        "refused-whole",
+        "load.event",
+        "k",
+        json!({"seq": 0, "fail_attempts": 99}),
+    )
+    .to_string();
+    let producer = producer_for(&bootstrap());
+    producer.send_raw(&topic, None, Some(event.as_bytes()), &[(b"x-kept", b"1")]);
+    producer.flush();
+    assert!(
+        eddy.wait_for_log("was not written last time", 1, Duration::from_secs(60)),
+        "log:\n{}",
+        eddy.log()
+    );
+    // The operator fixes the topic; the next pass writes the dead letter,
+    // with all of the record.
+    alter_topic(&dlq, &[("cleanup.policy", "delete")]);
+    let dead = dead_letters(&topic, 1);
+    assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
+    let letter = &dead[0];
+    assert_eq!(letter.json()["event_id"], "refused-whole", "{letter:?}");
+    assert_eq!(letter.header("x-kept"), "1", "{:?}", letter.headers);
+    assert_eq!(letter.header_count("eddy-value-omitted"), 0);
+    assert_eq!(letter.header_count("eddy-headers-omitted"), 0);
+    assert!(
+        letter.header("eddy-error").starts_with("retry"),
+        "{:?}",
+        letter.headers
+    );
+    assert!(eddy.is_running());
     eddy.stop();
 }

@@ -20,8 +20,8 @@ pub use eddy::{Eddy, PluginFile, check, config_head, http_get};
 pub use producer::{producer, producer_for, producer_with, seed_event};
 pub use reader::{Record, dead_letters, follow_ups_of, read, read_from, read_to_end, read_until};
 pub use topics::{
-    committed, create_topics, create_topics_on, create_topics_with, delete_records_before,
-    end_offsets,
+    alter_topic, committed, create_topics, create_topics_on, create_topics_with,
+    delete_records_before, end_offsets,
 };
 
 pub fn env_path(name: &str) -> PathBuf {

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -45,6 +47,26 @@ pub fn create_topics_with(
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => panic!("cannot create {topic}: {code}"),
+        }
+    }
+}
+
+/// Sets topic-level settings of an existing `topic` (the others go back to
+/// the broker's defaults), as `kafka-configs --alter` would.
+pub fn alter_topic(topic: &str, settings: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .expect("admin client");
+    let change = settings.iter().fold(
+        AlterConfig::new(ResourceSpecifier::Topic(topic)),
+        |change, (k, v)| change.set(k, v),
+    );
+    let results =
+        block_on(admin.alter_configs(&[change], &AdminOptions::new())).expect("alter configs");
+    for result in results {
+        if let Err((_, code)) = result {
+            panic!("cannot alter {topic}: {code}");
         }
     }
 }

@@ -166,13 +166,15 @@ pub fn text_header(headers: Option<&OwnedHeaders>, name: &str) -> Option<String>
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// `record`'s headers without eddy's own (`eddy-*`) and those named in
-/// `drop`: what a replayed record carries on.
+/// `record`'s headers without eddy's own (`eddy-*`, but for its hop
+/// count: a loop is not reset by redriving it) and those named in `drop`:
+/// what a replayed record carries on.
 pub fn carried_headers(record: &OwnedMessage, drop: &[String]) -> OwnedHeaders {
     let mut carried = OwnedHeaders::new();
     if let Some(own) = record.headers() {
         for (name, value) in headers::each(own) {
-            let dropped = name.starts_with(b"eddy-") || drop.iter().any(|d| d.as_bytes() == name);
+            let ours = name.starts_with(b"eddy-") && name != headers::HOPS.as_bytes();
+            let dropped = ours || drop.iter().any(|d| d.as_bytes() == name);
             if !dropped {
                 headers::add(&mut carried, name, value);
             }

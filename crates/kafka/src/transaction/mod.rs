@@ -346,6 +346,7 @@ impl Transactions {
                     known.refused = poison.refused;
                 }
                 known.dead_letter_failures += poison.dead_letter_failures;
+                known.dead_letter_too_large += poison.dead_letter_too_large;
             }
             None => poisoned.push((at, poison)),
         }

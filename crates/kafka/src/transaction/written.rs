@@ -29,8 +29,12 @@ pub struct Poison {
     /// for its plugin instead, as in at-least-once mode.
     pub refused: Option<Refused>,
     /// Times its dead letter could not be written: the next is written
-    /// with that many parts left out, after a pause.
+    /// after a pause that grows with them.
     pub dead_letter_failures: u32,
+    /// Of those, the times the topic refused it as too large: the next is
+    /// written with that many parts left out. A dead letter refused for
+    /// another reason (no such topic, not allowed) is written whole.
+    pub dead_letter_too_large: u32,
 }
 
 /// What one record wrote into the open transaction, kept until it ends:
@@ -42,6 +46,8 @@ pub struct Written {
     pub dead_letters: Vec<DeliveryFuture>,
     /// Its dead letters the broker refused.
     pub dead_letters_refused: u32,
+    /// Of those, the ones refused as too large.
+    pub dead_letters_too_large: u32,
 }
 
 impl Written {
@@ -51,6 +57,7 @@ impl Written {
             follow_ups: Vec::new(),
             dead_letters: Vec::new(),
             dead_letters_refused: 0,
+            dead_letters_too_large: 0,
         }
     }
 
@@ -58,20 +65,23 @@ impl Written {
     /// thread) for them until `deadline`.
     pub(super) fn poison(&mut self, deadline: Instant) -> Poison {
         let refused = produce::refused_in_transaction(&mut self.follow_ups, deadline);
-        let mut failures = 0;
+        let (mut failures, mut too_large) = (0, 0);
         self.dead_letters
             .retain_mut(|ack| match produce::answer(ack, deadline) {
                 Answer::Waiting => true,
                 Answer::Answered => false,
-                Answer::Refused(_) => {
+                Answer::Refused(code) => {
                     failures += 1;
+                    too_large += u32::from(produce::too_large(code));
                     false
                 }
             });
         self.dead_letters_refused += failures;
+        self.dead_letters_too_large += too_large;
         Poison {
             refused,
             dead_letter_failures: self.dead_letters_refused,
+            dead_letter_too_large: self.dead_letters_too_large,
         }
     }
 }

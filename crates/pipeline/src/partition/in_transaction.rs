@@ -88,9 +88,12 @@ impl Spoilt {
         match self {
             Spoilt::DeadLetter(_) => Some((
                 at,
+                // Refused for a reason other than its size: one too large
+                // was made smaller and sent again at once.
                 Poison {
                     refused: None,
                     dead_letter_failures: 1,
+                    dead_letter_too_large: 0,
                 },
             )),
             Spoilt::Stopped | Spoilt::Producer(_) => None,

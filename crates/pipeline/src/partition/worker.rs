@@ -373,17 +373,19 @@ impl Worker {
             if let Some(refused) = poison.refused {
                 dead_letter_instead(&mut effects, &record, snapshot, refused);
             }
-            omit = poison.dead_letter_failures;
-            if omit > 0 {
+            // Only a size refusal makes the dead letter smaller.
+            omit = poison.dead_letter_too_large;
+            let failures = poison.dead_letter_failures;
+            if failures > 0 {
                 tracing::warn!(
                     topic = self.topic,
                     partition = self.partition,
                     offset = record.offset(),
-                    "the record's dead letter was not written last time; trying again, \
-                     smaller, in {:?}",
-                    policy::backoff(omit)
+                    "the record's dead letter was not written last time; trying again{} in {:?}",
+                    if omit > 0 { ", smaller," } else { "" },
+                    policy::backoff(failures)
                 );
-                super::pause(&self.token, policy::backoff(omit)).await?;
+                super::pause(&self.token, policy::backoff(failures)).await?;
             }
         }
         let held = transactions.enter(&self.token, &self.lease).await?;

@@ -197,13 +197,45 @@ pub fn of_record(
             trace_id: parent.trace_id,
             parent: Some(parent.span_id),
             sampled: sampled(parent.sampled, &parent.trace_id),
-            state: state.filter(|s| !s.is_empty()).map(str::to_string),
+            state: state.and_then(bounded_state),
             link: None,
             place,
         },
         None => fresh(root_sampled(&root_id(place))),
     };
     (trace, malformed)
+}
+
+/// W3C's limits on what a `tracestate` passes on: 32 list members, and
+/// 512 characters (where more, members over 128 go first, then the last).
+const MAX_STATE_MEMBERS: usize = 32;
+const MAX_STATE_CHARS: usize = 512;
+const LONG_STATE_MEMBER: usize = 128;
+
+/// The `tracestate` a record's effects carry on: `text`'s members, within
+/// W3C's limits, members that are not printable ASCII `key=value` left
+/// out. A record's header could be any size; what eddy copies onto each
+/// follow-up (and span) is not. `None` when nothing is left.
+pub fn bounded_state(text: &str) -> Option<String> {
+    let well_formed =
+        |member: &&str| member.contains('=') && member.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    let mut members: Vec<&str> = text
+        .split(',')
+        .map(|m| m.trim_matches([' ', '\t']))
+        .filter(|m| !m.is_empty())
+        .filter(well_formed)
+        .take(MAX_STATE_MEMBERS)
+        .collect();
+    let length = |members: &[&str]| {
+        members.iter().map(|m| m.len()).sum::<usize>() + members.len().saturating_sub(1)
+    };
+    if length(&members) > MAX_STATE_CHARS {
+        members.retain(|m| m.len() <= LONG_STATE_MEMBER);
+    }
+    while length(&members) > MAX_STATE_CHARS {
+        members.pop();
+    }
+    (!members.is_empty()).then(|| members.join(","))
 }
 
 static SAMPLER: OnceLock<Sampler> = OnceLock::new();
@@ -415,6 +447,30 @@ pub struct Consumed<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tracestate_is_kept_within_w3cs_limits() {
+        assert_eq!(
+            bounded_state("vendor=a, other=b").as_deref(),
+            Some("vendor=a,other=b")
+        );
+        assert_eq!(bounded_state(""), None);
+        assert_eq!(bounded_state("no-equals,\u{1b}[31m=x"), None);
+        let many: Vec<String> = (0..40).map(|n| format!("k{n}=v")).collect();
+        let kept = bounded_state(&many.join(",")).expect("members");
+        assert_eq!(kept.split(',').count(), 32);
+        assert!(kept.starts_with("k0=v,k1=v"));
+        // 600 KB in one member: it goes, the short ones stay.
+        let huge = format!("a=1,big={},b=2", "x".repeat(600_000));
+        assert_eq!(bounded_state(&huge).as_deref(), Some("a=1,b=2"));
+        // Short members past 512 characters: the last go.
+        let long: Vec<String> = (0..32)
+            .map(|n| format!("k{n:02}={}", "v".repeat(30)))
+            .collect();
+        let kept = bounded_state(&long.join(",")).expect("members");
+        assert!(kept.len() <= 512, "{}", kept.len());
+        assert!(kept.starts_with("k00="));
+    }
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 

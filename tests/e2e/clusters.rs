@@ -140,7 +140,7 @@ fn java_produce(topic: &str, codec: &str, lines: &str) {
 /// for `topic`, read from its log segments: a batch (format v2) is its base
 /// offset (8 bytes), its length (4), then 4 + 1 + 4 bytes of epoch, magic
 /// and CRC, then 2 bytes of attributes whose low 3 bits name the codec.
-fn codecs_on_disk(topic: &str, partitions: i32) -> Vec<&'static str> {
+pub fn codecs_on_disk(topic: &str, partitions: i32) -> Vec<&'static str> {
     let data = env_path("EDDY_KAFKA_HOME").join("data");
     let mut codecs = Vec::new();
     for partition in 0..partitions {

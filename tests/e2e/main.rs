@@ -11,6 +11,7 @@
 //! - `EDDY_REGISTRY_HOME`: Apicurio Registry's unpacked archive, for tests
 //!   that run a schema registry of their own, and `EDDY_PYTHON` a Python
 //!   with Confluent's client (`confluent-kafka`) and its JSON Schema serializer;
+//! - `EDDY_SEED_PYTHON`: a Python with plain aiokafka, as the seed installs it;
 //! - `EDDY_SCAFFOLD_TARGET_DIR`: a cargo target folder for crates `eddy new` makes;
 //! - `EDDY_IMAGE`: eddy's container image (`cargo xtask image`), and
 //!   `CONTAINERS_CONF` the podman settings it was built with.
@@ -37,4 +38,5 @@ mod reload;
 mod replay;
 mod sandbox;
 mod schemas;
+mod seed_clients;
 mod traces;

@@ -124,8 +124,8 @@ fn ensure_jars() -> anyhow::Result<PathBuf> {
         println!("xtask: fetching the Apache Kafka jars from Maven Central (cached in ~/.m2)");
         let _ = fs::remove_dir_all(&libs);
         run_command(
-            Command::new("mvn")
-                .args(["-q", "-B", "-f"])
+            crate::maven()
+                .arg("-f")
                 .arg(&pom_path)
                 .arg("dependency:copy-dependencies")
                 .arg(format!("-DoutputDirectory={}", libs.display())),

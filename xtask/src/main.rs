@@ -9,12 +9,16 @@
 //!   and the Python bus;
 //! - `image`: eddy's container image, built with podman;
 //! - `registry`: a real schema registry (Apicurio, from Maven Central);
+//! - `python`: venvs with Python clients from PyPI;
+//! - `needs`: the machine's packages the tests need, checked first;
 //! - this file: commands, building plugins and the host, running tests.
 
 mod bench;
 mod demo;
 mod image;
 mod kafka;
+mod needs;
+mod python;
 mod registry;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +120,14 @@ pub fn run_command(command: &mut Command) -> anyhow::Result<()> {
         bail!("{shown} failed ({status})");
     }
     Ok(())
+}
+
+/// Maven, quiet and plain: no progress, no colour codes (`-B` alone
+/// leaves them on in some versions), whether or not output is a terminal.
+pub fn maven() -> Command {
+    let mut mvn = Command::new("mvn");
+    mvn.args(["-q", "-B", "-Dstyle.color=never"]);
+    mvn
 }
 
 fn cargo() -> Command {
@@ -267,6 +279,7 @@ fn test_example_plugins(eddy: &Path) -> anyhow::Result<()> {
 /// `cargo xtask test`: plugins and host, the broker-free tests, then the
 /// broker, the end-to-end tests and the plugins' native tests.
 fn test() -> anyhow::Result<()> {
+    needs::ensure()?;
     build_plugins()?;
     let test_plugins = root().join("target/test-plugins");
     let workspace = root().join("tests/plugins");
@@ -294,6 +307,8 @@ fn test() -> anyhow::Result<()> {
         "docs",
         "--test",
         "layering",
+        "--test",
+        "recorder",
     ]))?;
     run_command(
         cargo()
@@ -330,6 +345,7 @@ fn test() -> anyhow::Result<()> {
             .env("EDDY_KAFKA_TLS", kafka::tls_dir())
             .env("EDDY_REGISTRY_HOME", &registry)
             .env("EDDY_PYTHON", &python)
+            .env("EDDY_SEED_PYTHON", python::aiokafka()?)
             .env("EDDY_SCAFFOLD_TARGET_DIR", cargo_target_dir().join("wasm"))
             .env("EDDY_IMAGE", image::IMAGE)
             .env("EDDY_PODMAN_COMPOSE", image::podman_compose()?)

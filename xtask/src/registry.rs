@@ -50,8 +50,8 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     println!("xtask: fetching Apicurio Registry {VERSION} from Maven Central (cached in ~/.m2)");
     fs::create_dir_all(home())?;
     run_command(
-        Command::new("mvn")
-            .args(["-q", "-B", "dependency:copy"])
+        crate::maven()
+            .arg("dependency:copy")
             .arg(format!(
                 "-Dartifact=io.apicurio:apicurio-registry-app:{VERSION}:tar.gz:all"
             ))
@@ -78,23 +78,10 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
 /// A Python with Confluent's client and its JSON Schema serializer, for
 /// the test that reads what they write (a venv in `target/registry`).
 pub fn python_client() -> anyhow::Result<PathBuf> {
-    let venv = home().join("venv");
-    let python = venv.join("bin/python");
-    let wanted = "confluent-kafka[json,schemaregistry]==2.16.1";
-    let stamp = venv.join("installed");
-    if fs::read_to_string(&stamp).ok().as_deref() != Some(wanted) {
-        println!(
-            "xtask: installing {wanted} from PyPI into {}",
-            venv.display()
-        );
-        let _ = fs::remove_dir_all(&venv);
-        run_command(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("cannot make a Python venv (is python3-venv installed?)")?;
-        run_command(Command::new(&python).args(["-m", "pip", "install", "-q", wanted]))
-            .context("cannot install Confluent's Python client from PyPI")?;
-        fs::write(&stamp, wanted)?;
-    }
-    Ok(python)
+    crate::python::venv(
+        &home().join("venv"),
+        "confluent-kafka[json,schemaregistry]==2.16.1",
+    )
 }
 
 /// The registry's pid, if the one started from here is alive.

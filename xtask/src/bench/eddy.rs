@@ -127,7 +127,9 @@ pub fn start_eddy(binary: &Path, config: &Path, log: &str) -> anyhow::Result<Run
     let child = Command::new(binary)
         .args(["run", "--config"])
         .arg(config)
-        .env("RUST_LOG", "warn,eddy::app=info")
+        // `eddy_host::app` is where binaries before the crate split log
+        // their start line (`--baseline`).
+        .env("RUST_LOG", "warn,eddy::app=info,eddy_host::app=info")
         .stderr(fs::File::create(&log)?)
         .spawn()
         .context("cannot start eddy")?;

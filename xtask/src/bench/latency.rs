@@ -135,8 +135,10 @@ pub fn measure_latency(input: &str, out: &str, over: Duration) -> anyhow::Result
 
 /// A fresh input topic for one latency measurement, named after the run.
 pub fn latency_topic(who: &str, out: &str) -> anyhow::Result<String> {
+    // A topic name holds no `@` (`<scenario>@baseline`).
     let input = format!(
-        "bench.latency.{who}.{}",
+        "bench.latency.{}.{}",
+        who.replace('@', "-"),
         out.trim_start_matches("bench.out.")
     );
     tokio::runtime::Runtime::new()?.block_on(kafka::create_topics(&[&input], PARTITIONS))?;

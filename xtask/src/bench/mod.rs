@@ -21,7 +21,7 @@ mod report;
 mod sink;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
     let native_copy = dir.join("eddy-native");
     fs::copy(&native, &native_copy)?;
     let eddy = build_eddy(&[])?;
-    let python = python_env(&dir)?;
+    let python = crate::python::aiokafka()?;
     kafka::start()?;
     delete_run_topics()?;
     let corpus = format!("bench.corpus.{events}");
@@ -176,10 +176,11 @@ pub fn run(options: Options) -> anyhow::Result<()> {
         ("eddy-followup-traced", &eddy, "tagger"),
         ("eddy-followup-eos", &eddy, "tagger"),
         ("eddy-followup-eos-reuse", &eddy, "tagger"),
-        // The follow-up producer's compression (lz4 by default) off and
-        // zstd, with reused instances so that its cost is not lost in
-        // instantiation.
+        // The follow-up producer's codecs, with reused instances so that
+        // their cost is not lost in instantiation.
         ("eddy-followup-reuse-none", &eddy, "tagger"),
+        ("eddy-followup-reuse-gzip", &eddy, "tagger"),
+        ("eddy-followup-reuse-lz4", &eddy, "tagger"),
         ("eddy-followup-reuse-zstd", &eddy, "tagger"),
         ("native", &native_copy, "native-noop"),
     ]
@@ -204,7 +205,9 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             out: &out,
             reuse: name.contains("-reuse"),
             exactly_once: name.contains("-eos"),
-            compression: ["none", "zstd"].into_iter().find(|c| name.ends_with(c)),
+            compression: ["none", "gzip", "lz4", "zstd"]
+                .into_iter()
+                .find(|c| name.ends_with(c)),
             traced: name
                 .ends_with("-traced")
                 .then_some(span_sink.endpoint.as_str()),
@@ -370,29 +373,6 @@ pub fn build_eddy(features: &[&str]) -> anyhow::Result<PathBuf> {
             .args(features),
     )?;
     Ok(cargo_target_dir().join("release/eddy"))
-}
-
-/// A virtual environment with aiokafka from PyPI, made once.
-fn python_env(dir: &Path) -> anyhow::Result<PathBuf> {
-    let venv = dir.join("venv");
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        run_command(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    }
-    let has = Command::new(&python)
-        .args(["-c", "import aiokafka"])
-        .status()?
-        .success();
-    if !has {
-        run_command(Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "aiokafka==0.14.0",
-        ]))?;
-    }
-    Ok(python)
 }
 
 /// A seed-style `user.created`, about 300 bytes.

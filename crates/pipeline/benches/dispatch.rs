@@ -138,22 +138,6 @@ fn trace_context(c: &mut Criterion) {
     });
 }
 
-/// What the sandbox's door costs per call: it hands the guest a copy of
-/// the plain event and delivery, field by field, as a clone does.
-fn event_copy(c: &mut Criterion) {
-    let event: Event = envelope::decode(Some(EVENT.as_bytes()), []).expect("an event");
-    let delivery = Delivery {
-        topic: "user.events".into(),
-        partition: 0,
-        offset: 1,
-        key: Some(b"user-00001".to_vec()),
-        attempt: 1,
-    };
-    c.bench_function("event-copy/user.created", |b| {
-        b.iter(|| std::hint::black_box((event.clone(), delivery.clone())))
-    });
-}
-
 /// What checking an event's data against its schema file costs: the
 /// corpus's `user.created` against a schema of the kind a service writes.
 fn schema_check(c: &mut Criterion) {
@@ -197,6 +181,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_millis(500))
         .measurement_time(std::time::Duration::from_secs(2));
-    targets = dispatch, trace_context, event_copy, schema_check
+    targets = dispatch, trace_context, schema_check
 }
 criterion_main!(benches);

@@ -54,6 +54,8 @@ pub struct Plugin {
     /// Whether its compiled code came from the cache on disk.
     pub from_cache: bool,
     pre: HandlerPre<HostState>,
+    /// Whether an instance passed [`bindings::Handler::check_views`].
+    views_checked: AtomicBool,
     instantiation_seconds: metrics::Histogram,
     handler_seconds: metrics::Histogram,
 }
@@ -208,6 +210,7 @@ impl Runtime {
             }),
             from_cache: source == Source::Cache,
             pre,
+            views_checked: AtomicBool::new(false),
             instantiation_seconds,
             handler_seconds,
         })
@@ -274,11 +277,7 @@ impl Runtime {
         let called = Instant::now();
         let result = warm
             .handler
-            .call_handle(
-                &mut warm.store,
-                &bindings::Event::from(trigger.event),
-                &bindings::Delivery::from(trigger.delivery),
-            )
+            .handle_event(&mut warm.store, trigger.event, trigger.delivery)
             .map_err(classify_trap);
         plugin
             .handler_seconds
@@ -376,7 +375,14 @@ impl Runtime {
         store.limiter(|s| &mut s.limits);
         // Instantiation runs the guest's start code: it has the same budget.
         store.set_epoch_deadline(deadline_ticks(settings));
-        let handler = plugin.pre.instantiate(&mut store).map_err(|e| Failure {
+        let instantiated = plugin.pre.instantiate(&mut store).and_then(|handler| {
+            if !plugin.views_checked.load(Ordering::Relaxed) {
+                handler.check_views(&store)?;
+                plugin.views_checked.store(true, Ordering::Relaxed);
+            }
+            Ok(handler)
+        });
+        let handler = instantiated.map_err(|e| Failure {
             kind: FailureKind::Instantiate,
             message: format!("{e:#}"),
         })?;

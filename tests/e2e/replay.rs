@@ -476,3 +476,83 @@ fn a_plan_that_cannot_be_carried_out_writes_nothing_and_says_why() {
     assert_eq!(end_offsets(&topic, 1), vec![0], "nothing was written");
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn a_live_or_joined_consumer_group_is_refused_as_the_progress_group() {
+    let (topic, out, group) = (
+        unique("replay.group"),
+        unique("replay.group.out"),
+        unique("g"),
+    );
+    create_topics(&[&topic, &out], 1);
+    let mut eddy = Eddy::start(
+        &tagger_config(&group, &topic, &out),
+        &[PluginFile::Test("tagger")],
+    );
+    produce_events(&topic, 10, |_| false);
+    assert_eq!(
+        read(&[&out], 10, Duration::from_secs(60), |_| true).len(),
+        10,
+        "{}",
+        eddy.log()
+    );
+    let live = eddy.dir.join("eddy.toml");
+    // The same plugin and topic under a config whose own group is another.
+    let other = eddy.dir.join("other.toml");
+    std::fs::write(&other, tagger_config(&unique("g-other"), &topic, &out)).expect("config");
+    let args = |group: &str| -> Vec<String> {
+        [
+            "--topic",
+            &topic,
+            "--into-plugin",
+            "tagger",
+            "--group",
+            group,
+            "--execute",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let refused = |config: &Path, group: &str, wanted: &str| {
+        let args = args(group);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = replay(config, &args);
+        let said = text(&output);
+        assert!(!output.status.success(), "{args:?} succeeded: {said}");
+        assert!(said.contains(wanted), "{wanted:?} not in:\n{said}");
+    };
+    refused(
+        &live,
+        &group,
+        "is this config's live consumer group (kafka.group_id)",
+    );
+    refused(&other, &group, "is a consumer group (1 member(s) now");
+    eddy.stop();
+    let live_offsets = committed(&group, &topic, 1);
+    assert_eq!(live_offsets, vec![Some(10)]);
+    // Stopped, its members gone: the group's offsets are still its position.
+    refused(
+        &other,
+        &group,
+        "is a consumer group (0 member(s) now, protocol type \"consumer\")",
+    );
+    assert_eq!(
+        committed(&group, &topic, 1),
+        live_offsets,
+        "the live group moved"
+    );
+    assert_eq!(end_offsets(&out, 1), vec![10], "a refused replay wrote");
+
+    // A group of the replay's own is taken, and taken again to resume.
+    let own = unique("replay-own");
+    for wanted in ["10 handled", "already replayed"] {
+        let args = args(&own);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = replay(&live, &args);
+        let said = text(&output);
+        assert!(output.status.success(), "{said}");
+        assert!(said.contains(wanted), "{wanted:?} not in:\n{said}");
+    }
+    assert_eq!(end_offsets(&out, 1), vec![20]);
+    std::fs::remove_dir_all(&eddy.dir).ok();
+}

@@ -37,7 +37,7 @@ use eddy_pipeline::direct::{Backoff, Runner};
 use eddy_sandbox::runtime::Runtime;
 use execute::{Replay, load_plugins};
 pub use options::{Options, Source, Target};
-use plan::{deleted_before, plan_spans, resume, scan};
+use plan::{check_group, deleted_before, plan_spans, resume, scan};
 use range::Span;
 use records::Filters;
 
@@ -64,6 +64,7 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let group = options.group();
     let errors = Arc::new(KafkaErrors::default());
     let consumer = reader(&config, &group, &errors)?;
+    check_group(&consumer, &config.kafka.group_id, &group)?;
     let topic = options.topic();
     let (spans, from_time) = plan_spans(&consumer, options, topic)?;
     let resumed = resume(&consumer, topic, &group, &spans)?;

@@ -122,6 +122,41 @@ pub fn deleted_before(
     Ok(problems)
 }
 
+/// Refuses a progress group that is not the replay's own: the config's
+/// live group, or any group a consumer has joined (its offsets are that
+/// consumer's position, and a replay's commits would move it). A replay's
+/// group only ever commits, so Kafka knows no members or protocol for it.
+pub fn check_group(
+    consumer: &BaseConsumer<ProducerContext>,
+    live_group: &str,
+    group: &str,
+) -> anyhow::Result<()> {
+    if group == live_group {
+        bail!(
+            "--group {group} is this config's live consumer group (kafka.group_id): a replay \
+             must not move its offsets; name a group of the replay's own, or leave --group out"
+        );
+    }
+    let groups = consumer
+        .fetch_group_list(Some(group), TIMEOUT)
+        .map_err(kafka::redacted)
+        .with_context(|| format!("cannot describe group {group}"))?;
+    if let Some(joined) = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == group && (!g.members().is_empty() || !g.protocol_type().is_empty()))
+    {
+        bail!(
+            "group {group} is a consumer group ({} member(s) now, protocol type {:?}): its \
+             offsets are a consumer's position, not a replay's progress; name another --group, \
+             or leave --group out",
+            joined.members().len(),
+            joined.protocol_type()
+        );
+    }
+    Ok(())
+}
+
 /// `spans` from where the progress group stopped.
 pub fn resume(
     consumer: &BaseConsumer<ProducerContext>,

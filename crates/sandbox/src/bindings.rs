@@ -138,9 +138,8 @@ impl Handler {
         // parameter and result types; only the borrows' lifetime differs,
         // which the component model does not see. The generated
         // `call_handle` does the same with its own types.
-        let typed = unsafe {
-            TypedFunc::<HandleParams<'_>, HandleResults>::new_unchecked(self.handle)
-        };
+        let typed =
+            unsafe { TypedFunc::<HandleParams<'_>, HandleResults>::new_unchecked(self.handle) };
         let (result,) = typed.call(store, (event.into(), delivery.into()))?;
         Ok(result)
     }

@@ -73,4 +73,7 @@ fn a_rolling_restart_with_kill_9_loses_nothing() {
         verdict.duplicates()
     );
     assert!(verdict.lost.is_empty(), "{verdict}");
+    // Repeats come after the key's first answers: each key's first
+    // follow-ups are in the order its events were produced.
+    assert!(verdict.out_of_order.is_empty(), "{verdict}");
 }

@@ -34,10 +34,17 @@ pub fn consumer_config(kafka: &KafkaConfig) -> ClientConfig {
         // for a second by default: long enough for eddy to drain it and sit
         // idle. Look again soon instead.
         .set("fetch.queue.backoff.ms", "10")
-        // Partitions move one at a time on a rebalance; the others keep
-        // flowing.
-        .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", "5000");
+    // Partitions move one at a time on a rebalance; the others keep
+    // flowing. The new protocol (KIP-848, `group.protocol = "consumer"` in
+    // [kafka.consumer]) is incremental by itself, and the broker assigns.
+    let protocol = kafka.consumer.get("group.protocol").map(|p| p.trim());
+    if protocol != Some("consumer") {
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    if let Some(id) = &kafka.group_instance_id {
+        config.set("group.instance.id", id.trim());
+    }
     secure(&mut config, kafka);
     if kafka.delivery == DeliveryMode::ExactlyOnce {
         // Offsets are committed in the transactions; follow-ups of aborted
@@ -364,6 +371,7 @@ mod tests {
             delivery: DeliveryMode::AtLeastOnce,
             transactional_id: None,
             transaction_ms: 100,
+            group_instance_id: None,
             security: Default::default(),
         };
         kafka

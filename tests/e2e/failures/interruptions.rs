@@ -2,11 +2,13 @@
 //! and the first killed, the broker stopped: the checker finds nothing lost.
 
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{stream, tagger_config, verdict_of};
 use crate::checker::Verdict;
-use crate::harness::{Eddy, PluginFile, TestBroker, bootstrap, create_topics, read_to_end, unique};
+use crate::harness::{
+    Eddy, PluginFile, TestBroker, bootstrap, create_topics, read, read_to_end, unique,
+};
 
 const EVENTS: usize = 20_000;
 
@@ -43,6 +45,54 @@ fn kill_9_mid_stream_loses_nothing() {
     println!("kill -9 mid-stream: {verdict}");
     assert!(verdict.lost.is_empty(), "{verdict}; log:\n{}", eddy.log());
     assert!(verdict.out_of_order.is_empty(), "{verdict}");
+    eddy.stop();
+}
+
+/// Static membership (KIP-345): a host killed and started again at once
+/// with its `group.instance.id` takes its partitions back at once, instead
+/// of waiting for the dead member's session to expire (45 s).
+#[test]
+fn a_host_killed_and_restarted_with_its_instance_id_answers_within_seconds() {
+    let (topic, out) = (unique("fail.static"), unique("fail.static.out"));
+    create_topics(&[&topic, &out], 3);
+    let instance = unique("host");
+    let mut eddy = Eddy::start_with_env(
+        &tagger_config(&unique("g"), &topic, &out),
+        &[PluginFile::Test("tagger")],
+        &[("EDDY_GROUP_INSTANCE_ID", &instance)],
+    );
+    let caused_by = |range: std::ops::Range<usize>| {
+        let ids: Vec<String> = range.map(|n| format!("{topic}-{n}")).collect();
+        move |r: &crate::harness::Record| {
+            r.json()["causation_id"]
+                .as_str()
+                .is_some_and(|cause| ids.iter().any(|id| id == cause))
+        }
+    };
+    stream(bootstrap(), topic.clone(), 0..30, Duration::ZERO)
+        .join()
+        .expect("producer");
+    let before = read(&[&out], 30, Duration::from_secs(60), caused_by(0..30));
+    assert!(
+        before.len() >= 30,
+        "handled before the kill; log:\n{}",
+        eddy.log()
+    );
+    eddy.kill();
+    eddy.launch();
+    let restarted = Instant::now();
+    stream(bootstrap(), topic.clone(), 30..36, Duration::ZERO)
+        .join()
+        .expect("producer");
+    let after = read(&[&out], 6, Duration::from_secs(60), caused_by(30..36));
+    let took = restarted.elapsed();
+    println!("killed and restarted with its instance id: answered in {took:?}");
+    assert_eq!(after.len(), 6, "log:\n{}", eddy.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "6 events produced right after the restart took {took:?} to answer; log:\n{}",
+        eddy.log()
+    );
     eddy.stop();
 }
 

@@ -79,6 +79,17 @@ pub struct KafkaConfig {
     /// milliseconds (sooner once 10,000 records are in it). Default 100.
     #[serde(default = "default_transaction_ms")]
     pub transaction_ms: u64,
+    /// Static group membership (KIP-345): the consumer's
+    /// `group.instance.id`. A host restarted with the same id (after a
+    /// crash too) takes its partitions back at once, without a rebalance;
+    /// without one, a crashed host's partitions wait for its session to
+    /// expire (45 s). Give it only where the name outlives a restart and
+    /// is one host's alone (a StatefulSet's pod name, a systemd unit's
+    /// host): two eddys with one id fence each other, and a host that
+    /// stops for good keeps its partitions until its session expires.
+    /// Unset by default; env `EDDY_GROUP_INSTANCE_ID` sets it.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
     /// TLS and SASL, for every Kafka client eddy makes.
     #[serde(default)]
     pub security: SecurityConfig,
@@ -407,8 +418,8 @@ impl Config {
 
     /// Overrides Kafka settings from `KAFKA_BOOTSTRAP_SERVERS`,
     /// `KAFKA_CONSUMER_GROUP` and `KAFKA_AUTO_OFFSET_RESET` (and eddy's own
-    /// from `EDDY_DELIVERY`, `EDDY_TRANSACTIONAL_ID` and
-    /// `EDDY_SCHEMA_REGISTRY`).
+    /// from `EDDY_DELIVERY`, `EDDY_TRANSACTIONAL_ID`,
+    /// `EDDY_GROUP_INSTANCE_ID` and `EDDY_SCHEMA_REGISTRY`).
     pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
         if let Some(v) = var("KAFKA_BOOTSTRAP_SERVERS") {
             self.kafka.bootstrap_servers = v;
@@ -430,6 +441,9 @@ impl Config {
         }
         if let Some(v) = var("EDDY_TRANSACTIONAL_ID") {
             self.kafka.transactional_id = Some(v);
+        }
+        if let Some(v) = var("EDDY_GROUP_INSTANCE_ID") {
+            self.kafka.group_instance_id = Some(v).filter(|v| !v.trim().is_empty());
         }
         if let Some(v) = var("EDDY_SCHEMA_REGISTRY") {
             self.schemas.registry = Some(v).filter(|v| !v.trim().is_empty());

@@ -27,6 +27,20 @@ impl Config {
                 kafka.auto_offset_reset
             ));
         }
+        if let Some(id) = &kafka.group_instance_id {
+            if id.trim().is_empty() {
+                problems.push(
+                    "[kafka] group_instance_id is empty; remove it or name this host".to_string(),
+                );
+            }
+            if kafka.consumer.contains_key("group.instance.id") {
+                problems.push(
+                    "[kafka] group_instance_id and [kafka.consumer] group.instance.id are both set; \
+                     keep group_instance_id"
+                        .to_string(),
+                );
+            }
+        }
         problems.extend(self.env_problems.iter().cloned());
         if let Err(security) = kafka.security.resolve() {
             problems.extend(security);
@@ -225,6 +239,18 @@ mod tests {
                 .any(|p| p.contains("EDDY_DELIVERY is")),
             "{:?}",
             config.problems()
+        );
+        let mut fixed = Config::parse(EXAMPLE).unwrap();
+        fixed.apply_env(|name| (name == "EDDY_GROUP_INSTANCE_ID").then(|| "orders-0".into()));
+        assert_eq!(fixed.kafka.group_instance_id.as_deref(), Some("orders-0"));
+        assert!(fixed.problems().is_empty(), "{:?}", fixed.problems());
+        let empty = EXAMPLE.replace("[kafka]\n", "[kafka]\ngroup_instance_id = \" \"\n");
+        let problems = Config::parse(&empty).unwrap().problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("group_instance_id is empty")),
+            "{problems:?}"
         );
         let looping = EXAMPLE.replace("[plugins]\n", "[plugins]\nmax_hops = 0\n");
         let problems = Config::parse(&looping).unwrap().problems();

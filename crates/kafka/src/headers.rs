@@ -8,8 +8,9 @@
 use std::ffi::{CStr, c_char, c_void};
 use std::ptr;
 
+use rdkafka::Message;
 use rdkafka::bindings as rd;
-use rdkafka::message::{BorrowedHeaders, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Headers, OwnedHeaders, OwnedMessage};
 
 /// The native headers behind `headers`.
 ///
@@ -70,6 +71,57 @@ pub fn hops(headers: Option<&OwnedHeaders>) -> u32 {
                 .find_map(|(_, value)| std::str::from_utf8(value?).ok()?.trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The header eddy puts on a record whose value it left unread in the
+/// Kafka client, being over `max_event_bytes`: the value's size in bytes.
+/// Only [`detach_bounded`] writes it; a record read with one loses it.
+pub const VALUE_NOT_READ: &str = "eddy-value-not-read";
+
+/// `message` copied out of the Kafka client, its value only if it is at
+/// most `max_value` bytes: a larger one (a compressed batch can unpack to
+/// hundreds of MB) stays where it is, to be freed with the message, and
+/// the copy carries its size in a [`VALUE_NOT_READ`] header instead.
+pub fn detach_bounded(message: &BorrowedMessage<'_>, max_value: usize) -> OwnedMessage {
+    let size = message.payload_len();
+    if message.payload().is_some() && size <= max_value {
+        return message.detach();
+    }
+    // Too large, or no value at all: then the record itself could carry
+    // the marker, which only eddy may write.
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers().map(BorrowedHeaders::detach) {
+        for (name, value) in each(&original).filter(|(name, _)| *name != VALUE_NOT_READ.as_bytes())
+        {
+            add(&mut headers, name, value);
+        }
+    }
+    if size > max_value {
+        add(
+            &mut headers,
+            VALUE_NOT_READ.as_bytes(),
+            Some(size.to_string().as_bytes()),
+        );
+    }
+    OwnedMessage::new(
+        None,
+        message.key().map(<[u8]>::to_vec),
+        message.topic().to_string(),
+        message.timestamp(),
+        message.partition(),
+        message.offset(),
+        (headers.count() > 0).then_some(headers),
+    )
+}
+
+/// The size of the value [`detach_bounded`] left unread, if it did.
+pub fn value_not_read(record: &OwnedMessage) -> Option<usize> {
+    if record.payload().is_some() {
+        return None;
+    }
+    each(record.headers()?)
+        .filter(|(name, _)| *name == VALUE_NOT_READ.as_bytes())
+        .find_map(|(_, value)| std::str::from_utf8(value?).ok()?.parse().ok())
 }
 
 /// Adds a header with a name of any bytes.

@@ -252,13 +252,23 @@ struct Kept<'r> {
 
 impl<'r> Kept<'r> {
     fn all_of(record: &'r OwnedMessage, at: String) -> Kept<'r> {
+        // A value too large to be read was never copied out of Kafka.
+        let omitted = headers::value_not_read(record)
+            .map(|size| {
+                let text = format!(
+                    "{size} bytes, over max_event_bytes, not read; the original is at {at}"
+                );
+                ("eddy-value-omitted", text)
+            })
+            .into_iter()
+            .collect();
         Kept {
             record,
             at,
             value: record.payload(),
             key: record.key(),
             own_headers: true,
-            omitted: Vec::new(),
+            omitted,
         }
     }
 

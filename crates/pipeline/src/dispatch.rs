@@ -301,7 +301,8 @@ fn run_record(
 /// record's event, or why it is not one.
 fn decode(snapshot: &Snapshot, record: &OwnedMessage) -> (Option<u32>, Result<Event, RecordError>) {
     let max = snapshot.config.plugins.max_event_bytes;
-    let size = record.payload().map_or(0, <[u8]>::len);
+    let size =
+        headers::value_not_read(record).unwrap_or_else(|| record.payload().map_or(0, <[u8]>::len));
     if size > max {
         return (None, Err(RecordError::TooLarge { size, max }));
     }

@@ -13,6 +13,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::partition::{Parked, Worker, Workers};
 use crate::pipeline::Pipeline;
+use eddy_kafka::headers;
 use eddy_kafka::transaction::Transactions;
 
 /// How often records parked for a worker that was behind are offered to it
@@ -55,7 +56,11 @@ pub async fn fetch(
             }
             // Past the parked records' bounds, the backlog waits in
             // librdkafka's queue.
-            message = consumer.recv(), if parked.has_room() => message.map(|m| m.detach()),
+            // A value over max_event_bytes is not copied out: it is
+            // dead-lettered unread.
+            message = consumer.recv(), if parked.has_room() => message.map(|m| {
+                headers::detach_bounded(&m, pipeline.state.load().config.plugins.max_event_bytes)
+            }),
         };
         let message = match message {
             Ok(message) => message,

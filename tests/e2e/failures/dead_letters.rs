@@ -72,7 +72,7 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
         "good",
         &seed_event(&flood, "chaos.logflood", "good", json!({})),
     );
-    let records: [BadRecord; 6] = [
+    let records: [BadRecord; 7] = [
         (
             "not-json",
             Some(b"{oops"),
@@ -92,6 +92,13 @@ fn every_bad_behaviour_and_record_is_dead_lettered_with_its_reason() {
             "undecodable: value is not UTF-8",
         ),
         ("null", None, &[], "undecodable: record has no value"),
+        // eddy's own mark of a value it left unread, forged: not believed.
+        (
+            "forged-unread",
+            None,
+            &[("eddy-value-not-read", "999999999")],
+            "undecodable: record has no value",
+        ),
         (
             "ce-structured",
             Some(br#"{"specversion": "1.0", "type": "chaos.ok", "source": "x"}"#),
@@ -243,6 +250,71 @@ fn a_ten_megabyte_record_is_dead_lettered_as_too_large() {
         1,
         "the record after it is handled; log:\n{}",
         eddy.log()
+    );
+    eddy.stop();
+}
+
+/// A gzip batch of a few hundred KB can unpack to a value of hundreds of
+/// MB; librdkafka unpacks it (it caps only zstd). eddy leaves a value over
+/// `max_event_bytes` in the client unread and dead-letters the record
+/// without it: its memory grows by the value once (librdkafka's copy),
+/// not twice.
+#[test]
+fn a_200_mb_value_in_a_gzip_batch_is_dead_lettered_unread() {
+    const VALUE: usize = 200 << 20;
+    let (topic, out) = (unique("fail.gzip"), unique("fail.gzip.out"));
+    create_topics(&[&topic, &out], 1);
+    let config = tagger_config(&unique("g"), &topic, &out);
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("tagger")]);
+    assert!(
+        eddy.wait_for_log("partitions assigned", 1, Duration::from_secs(60)),
+        "{}",
+        eddy.log()
+    );
+    let before = eddy.peak_resident_kib();
+    let producer = producer_with(
+        &bootstrap(),
+        &[
+            ("compression.type", "gzip"),
+            ("message.max.bytes", "1000000000"),
+        ],
+    );
+    producer.send(&topic, Some("huge"), Some(&vec![b'x'; VALUE]), &[]);
+    let after = unique("after");
+    producer.send_json(
+        &topic,
+        "k",
+        &seed_event(&after, "small", "k", json!({"seq": 0})),
+    );
+    producer.flush();
+
+    let dead = dead_letters(&topic, 1);
+    assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
+    assert!(
+        dead[0]
+            .header("eddy-error")
+            .starts_with(&format!("too-large: value of {VALUE} bytes")),
+        "{:?}",
+        dead[0].headers
+    );
+    assert!(
+        dead[0].header("eddy-value-omitted").contains("not read"),
+        "{:?}",
+        dead[0].headers
+    );
+    assert_eq!(dead[0].value, None);
+    assert_eq!(dead[0].key.as_deref(), Some("huge"));
+    let handled = follow_ups_of(&[&out], std::slice::from_ref(&after), 1);
+    assert_eq!(handled.len(), 1, "log:\n{}", eddy.log());
+    let grown = eddy.peak_resident_kib().saturating_sub(before);
+    println!(
+        "a {} MiB value unpacked from gzip: eddy's peak memory grew by {} MiB",
+        VALUE >> 20,
+        grown >> 10
+    );
+    assert!(
+        grown < (VALUE as u64 >> 10) * 3 / 2,
+        "eddy's peak memory grew by {grown} KiB for a value of {VALUE} bytes: copied twice?"
     );
     eddy.stop();
 }

@@ -89,14 +89,23 @@ impl Eddy {
 
     /// The running eddy's resident memory, in KiB.
     pub fn resident_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the running eddy has had, in KiB.
+    pub fn peak_resident_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let child = self.child.as_ref().expect("eddy is not running");
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("/proc status");
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS")
+            .expect(field)
     }
 
     /// Sends `signal` (`STOP`, `CONT`, …) to the running eddy.

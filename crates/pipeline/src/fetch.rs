@@ -48,7 +48,9 @@ pub async fn fetch(
                 rewind(pipeline, workers, &mut parked, None).await;
                 continue;
             }
-            _ = unpark.tick(), if !parked.is_empty() => {
+            // Also while the records held leave no room: looked at again
+            // as workers finish theirs.
+            _ = unpark.tick(), if !parked.is_empty() || !room(workers, &parked) => {
                 if parked.hand_on(consumer, workers, Instant::now()).is_err() {
                     worker_gone(pipeline, workers, &mut parked, &mut shutdown).await?;
                 }
@@ -58,7 +60,7 @@ pub async fn fetch(
             // librdkafka's queue.
             // A value over max_event_bytes is not copied out: it is
             // dead-lettered unread.
-            message = consumer.recv(), if parked.has_room() => message.map(|m| {
+            message = consumer.recv(), if room(workers, &parked) => message.map(|m| {
                 headers::detach_bounded(&m, pipeline.state.load().config.plugins.max_event_bytes)
             }),
         };
@@ -97,6 +99,13 @@ pub async fn fetch(
             worker_gone(pipeline, workers, &mut parked, &mut shutdown).await?;
         }
     }
+}
+
+/// Whether the fetch loop may read another record: the parked records are
+/// within their bounds, and everything held (parked, queued, running,
+/// awaiting acknowledgements) within the process's budget.
+fn room(workers: &Workers, parked: &Parked) -> bool {
+    parked.has_room() && workers.held().has_room(parked.bytes())
 }
 
 /// A partition's worker ended on its own. With exactly-once delivery that

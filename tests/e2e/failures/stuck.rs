@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::{
-    Eddy, PluginFile, bootstrap, committed, config_head, create_topics, dead_letters,
+    Eddy, PluginFile, bootstrap, committed, config_head, create_topics, dead_letters, end_offsets,
     follow_ups_of, http_get, producer_for, read, read_to_end, seed_event, unique,
 };
 
@@ -205,6 +205,73 @@ fn a_stuck_partition_with_a_deep_backlog_holds_up_only_itself() {
     assert!(
         pauses.is_some_and(|n| n >= 1.0),
         "the stuck partition's fetching was never paused: {pauses:?}"
+    );
+    eddy.stop();
+}
+
+/// A partition held up by a slow handler while records with 900 KB headers
+/// pile up behind it: what eddy holds of them (parked, queued, running) is
+/// bounded in bytes, headers included, so its memory stays bounded too;
+/// and once the handler moves on every record is handled.
+#[test]
+fn records_with_big_headers_behind_a_slow_handler_stay_within_the_memory_budget() {
+    const SLOW: usize = 3;
+    const BEHIND: usize = 1_500;
+    let (topic, out) = (unique("fail.heavy"), unique("fail.heavy.out"));
+    create_topics(&[&topic, &out], 1);
+    let group = unique("g");
+    // Each spinning handler holds the partition for its 4 s deadline, then is
+    // dead-lettered.
+    let config = format!(
+        "{}[[routes]]\ntopic = \"{topic}\"\nevent_types = [\"chaos.*\"]\nplugin = \"chaos\"\n\n\
+         [plugin.chaos]\npublish_to = [\"{out}\"]\nmax_retries = 0\ntimeout_ms = 4000\n\
+         config = {{ out_topic = \"{out}\" }}\n",
+        config_head(&group)
+    );
+    let mut eddy = Eddy::start(&config, &[PluginFile::Test("chaos")]);
+    assert!(
+        eddy.wait_for_log("partitions assigned", 1, Duration::from_secs(60)),
+        "{}",
+        eddy.log()
+    );
+    let producer = producer_for(&bootstrap());
+    for n in 0..SLOW {
+        let event = seed_event(&format!("{topic}-slow-{n}"), "chaos.loop", "k", json!({}));
+        producer.send_json(&topic, "k", &event);
+    }
+    producer.flush();
+    let heavy = "h".repeat(900 << 10);
+    let ids: Vec<String> = (0..BEHIND).map(|n| format!("{topic}-{n}")).collect();
+    for id in &ids {
+        let event = seed_event(id, "chaos.ok", "k", json!({})).to_string();
+        producer.send(
+            &topic,
+            Some("k"),
+            Some(event.as_bytes()),
+            &[("x-heavy", &heavy)],
+        );
+    }
+    producer.flush();
+    let answered = read(&[&out], BEHIND, Duration::from_secs(240), |_| true);
+    let peak_mib = eddy.peak_resident_kib() >> 10;
+    println!(
+        "{BEHIND} records with 900 KB headers behind {SLOW} slow events: eddy's peak memory \
+         {peak_mib} MiB"
+    );
+    assert_eq!(answered.len(), BEHIND, "log:\n{}", eddy.log());
+    assert!(
+        peak_mib < 512,
+        "eddy's memory peaked at {peak_mib} MiB holding records behind a slow handler"
+    );
+    let ends = end_offsets(&topic, 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed(&group, &topic, 1) != [Some(ends[0])] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        committed(&group, &topic, 1),
+        [Some(ends[0])],
+        "every record committed"
     );
     eddy.stop();
 }

@@ -14,8 +14,11 @@ use std::collections::VecDeque;
 
 #[derive(Debug, Default)]
 pub struct Ledger {
-    /// Records entered and not yet passed, oldest first: (offset, completed).
-    open: VecDeque<(i64, bool)>,
+    /// Records entered and not yet passed, oldest first: (offset, bytes,
+    /// completed).
+    open: VecDeque<(i64, usize, bool)>,
+    /// Bytes of the records completed since [`Ledger::take_released`].
+    released: usize,
     /// The newest offset entered, so entries are checked to be in order.
     newest: Option<i64>,
     /// One past the newest record passed: the offset to store.
@@ -29,22 +32,32 @@ impl Ledger {
     /// may skip numbers: compaction, transaction markers); an entry that is
     /// not after the last one is refused and `false` is returned.
     pub fn enter(&mut self, offset: i64) -> bool {
+        self.enter_sized(offset, 0)
+    }
+
+    /// [`Ledger::enter`] of a record that costs `bytes` while held: given
+    /// back by [`Ledger::take_released`] once it completes.
+    pub fn enter_sized(&mut self, offset: i64, bytes: usize) -> bool {
         if self.newest.is_some_and(|newest| offset <= newest) {
             return false;
         }
         self.newest = Some(offset);
-        self.open.push_back((offset, false));
+        self.open.push_back((offset, bytes, false));
         true
     }
 
     /// The record at `offset` is finished. `false` if it was never entered
     /// or was passed already.
     pub fn complete(&mut self, offset: i64) -> bool {
-        let Ok(at) = self.open.binary_search_by_key(&offset, |(o, _)| *o) else {
+        let Ok(at) = self.open.binary_search_by_key(&offset, |(o, _, _)| *o) else {
             return false;
         };
-        self.open[at].1 = true;
-        while let Some(&(oldest, true)) = self.open.front() {
+        let (_, bytes, completed) = &mut self.open[at];
+        if !*completed {
+            *completed = true;
+            self.released += *bytes;
+        }
+        while let Some(&(oldest, _, true)) = self.open.front() {
             self.passed = Some(oldest + 1);
             self.open.pop_front();
         }
@@ -64,6 +77,20 @@ impl Ledger {
     /// Records entered and not yet passed.
     pub fn open(&self) -> usize {
         self.open.len()
+    }
+
+    /// Bytes of the records completed since the last call.
+    pub fn take_released(&mut self) -> usize {
+        std::mem::take(&mut self.released)
+    }
+
+    /// Bytes of the records entered and not completed.
+    pub fn unfinished_bytes(&self) -> usize {
+        self.open
+            .iter()
+            .filter(|(_, _, completed)| !completed)
+            .map(|(_, bytes, _)| bytes)
+            .sum()
     }
 }
 
@@ -87,6 +114,23 @@ mod tests {
         assert_eq!(ledger.next_to_store(), Some(13));
         assert_eq!(ledger.next_to_store(), None, "said once");
         assert_eq!(ledger.open(), 0);
+    }
+
+    #[test]
+    fn what_a_record_costs_is_released_when_it_completes_not_when_it_is_passed() {
+        let mut ledger = Ledger::default();
+        assert!(ledger.enter_sized(1, 100));
+        assert!(ledger.enter_sized(2, 20));
+        assert_eq!(ledger.unfinished_bytes(), 120);
+        ledger.complete(2);
+        assert_eq!(ledger.take_released(), 20, "done, though 1 is not");
+        assert_eq!(ledger.take_released(), 0, "given once");
+        ledger.complete(2);
+        assert_eq!(ledger.take_released(), 0, "completed twice, released once");
+        assert_eq!(ledger.unfinished_bytes(), 100);
+        ledger.complete(1);
+        assert_eq!(ledger.take_released(), 100);
+        assert_eq!(ledger.unfinished_bytes(), 0);
     }
 
     #[test]

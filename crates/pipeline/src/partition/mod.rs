@@ -19,6 +19,7 @@
 //!   away before the partition's offsets are committed and it moves on;
 //! - records of a partition not assigned to this process start no worker.
 
+mod held;
 mod in_transaction;
 mod ledger;
 mod parked;
@@ -26,7 +27,7 @@ mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::message::OwnedMessage;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use eddy_core::cancel::{Cancelled, pause};
 pub use eddy_kafka::lease::Lease;
+pub use held::{Held, Queue, Share};
 pub use ledger::Ledger;
 pub use parked::Parked;
 pub use worker::Worker;
@@ -51,6 +53,8 @@ pub struct Start {
     /// The worker's number in this process, for the log.
     pub id: u64,
     pub records: mpsc::Receiver<OwnedMessage>,
+    /// What the worker's records cost: released as it finishes them.
+    pub share: Arc<Share>,
     /// Cancelled when the partition is revoked or eddy stops.
     pub cancel: CancellationToken,
     /// Cancelled by the worker when it has ended (a drop guard, so a panic
@@ -65,7 +69,7 @@ pub struct Start {
 struct Slot {
     /// The offset of the first record the worker was given.
     first: i64,
-    sender: mpsc::Sender<OwnedMessage>,
+    queue: Queue,
     cancel: CancellationToken,
     ended: CancellationToken,
     lease: Lease,
@@ -87,6 +91,8 @@ pub struct Workers {
     registry: Mutex<Registry>,
     next_id: AtomicU64,
     revoke_wait: Duration,
+    /// What the workers' records cost, together.
+    held: Arc<Held>,
 }
 
 impl Workers {
@@ -96,7 +102,13 @@ impl Workers {
             registry: Mutex::default(),
             next_id: AtomicU64::new(1),
             revoke_wait: REVOKE_WAIT,
+            held: Arc::default(),
         }
+    }
+
+    /// What the workers' records cost, together.
+    pub fn held(&self) -> &Held {
+        &self.held
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -127,18 +139,18 @@ impl Workers {
         partition: i32,
         offset: i64,
         spawn: impl FnOnce(Start),
-    ) -> Option<mpsc::Sender<OwnedMessage>> {
+    ) -> Option<Queue> {
         self.sender_with_room(topic, partition, offset, PARTITION_QUEUE, spawn)
     }
 
-    /// Whether `sender` is the queue of `topic`/`partition`'s worker: the
+    /// Whether `queue` is the queue of `topic`/`partition`'s worker: the
     /// partition was not revoked (or assigned again) since it was handed out.
-    pub fn holds(&self, topic: &str, partition: i32, sender: &mpsc::Sender<OwnedMessage>) -> bool {
+    pub fn holds(&self, topic: &str, partition: i32, queue: &Queue) -> bool {
         self.registry()
             .live
             .get(topic)
             .and_then(|p| p.get(&partition))
-            .is_some_and(|slot| slot.sender.same_channel(sender))
+            .is_some_and(|slot| slot.queue.same_channel(queue))
     }
 
     /// [`Workers::sender`], a new worker's queue holding `room` records.
@@ -149,10 +161,10 @@ impl Workers {
         offset: i64,
         room: usize,
         spawn: impl FnOnce(Start),
-    ) -> Option<mpsc::Sender<OwnedMessage>> {
+    ) -> Option<Queue> {
         let mut registry = self.registry();
         if let Some(slot) = registry.live.get(topic).and_then(|p| p.get(&partition)) {
-            return Some(slot.sender.clone());
+            return Some(slot.queue.clone());
         }
         if !registry
             .assigned
@@ -166,9 +178,13 @@ impl Workers {
             .remove(&(topic.to_string(), partition))
             .filter(|ended| !ended.is_cancelled());
         let (sender, records) = mpsc::channel(room);
+        let queue = Queue {
+            sender,
+            share: Arc::new(Share::new(self.held.clone())),
+        };
         let slot = Slot {
             first: offset,
-            sender: sender.clone(),
+            queue: queue.clone(),
             cancel: self.shutdown.child_token(),
             ended: CancellationToken::new(),
             lease: Lease::new(),
@@ -178,6 +194,7 @@ impl Workers {
             partition,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             records,
+            share: queue.share.clone(),
             cancel: slot.cancel.clone(),
             ended: slot.ended.clone(),
             lease: slot.lease.clone(),
@@ -188,7 +205,7 @@ impl Workers {
             .entry(topic.to_string())
             .or_default()
             .insert(partition, slot);
-        Some(sender)
+        Some(queue)
     }
 
     /// Stops the workers of `partitions` and waits (at most [`REVOKE_WAIT`])

@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Message, OwnedMessage};
-use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::Workers;
+use super::held::{Queue, size};
 use eddy_core::metrics;
 
 /// Parked records (of partitions still fetched) past which the fetch loop
@@ -73,17 +73,22 @@ impl Default for Bounds {
 
 /// Where a partition's fetching is paused and resumed: the consumer.
 pub trait Fetching {
-    fn pause(&self, topic: &str, partition: i32);
+    /// `false` if the partition could not be paused.
+    fn pause(&self, topic: &str, partition: i32) -> bool;
     fn resume(&self, topic: &str, partition: i32);
 }
 
 impl<C: ConsumerContext + 'static> Fetching for StreamConsumer<C> {
-    fn pause(&self, topic: &str, partition: i32) {
-        if let Err(e) = Consumer::pause(self, &one(topic, partition)) {
-            // Its records keep coming and are parked behind the first: the
-            // queue grows by what librdkafka fetches, as it would have
-            // waited in librdkafka's own queue.
-            tracing::warn!(topic, partition, "cannot pause fetching the partition: {e}");
+    fn pause(&self, topic: &str, partition: i32) -> bool {
+        match Consumer::pause(self, &one(topic, partition)) {
+            Ok(()) => true,
+            Err(e) => {
+                // Not marked paused: its parked records go on counting
+                // against the fetch loop's room, which then stays shut
+                // until the worker takes them.
+                tracing::warn!(topic, partition, "cannot pause fetching the partition: {e}");
+                false
+            }
         }
     }
 
@@ -121,9 +126,9 @@ struct Waiting {
     topic: String,
     partition: i32,
     /// The queue of the worker the records are for.
-    sender: Sender<OwnedMessage>,
+    queue: Queue,
     records: VecDeque<OwnedMessage>,
-    /// Key and value bytes of `records`.
+    /// What `records` cost (see `held`): headers included.
     bytes: usize,
     /// librdkafka was asked not to fetch the partition.
     paused: bool,
@@ -147,7 +152,9 @@ impl Waiting {
     }
 
     fn pause(&mut self, fetching: &impl Fetching) {
-        fetching.pause(&self.topic, self.partition);
+        if !fetching.pause(&self.topic, self.partition) {
+            return;
+        }
         self.paused = true;
         metrics::partition_fetch_paused(&self.topic);
         tracing::debug!(
@@ -175,10 +182,6 @@ impl Waiting {
     }
 }
 
-fn size(record: &OwnedMessage) -> usize {
-    record.payload().map_or(0, <[u8]>::len) + record.key().map_or(0, <[u8]>::len)
-}
-
 impl Parked {
     pub fn is_empty(&self) -> bool {
         self.partitions.is_empty()
@@ -195,25 +198,32 @@ impl Parked {
         records < self.bounds.room_records && bytes < self.bounds.room_bytes
     }
 
+    /// What every parked record costs, paused partitions' included: they
+    /// are in memory all the same.
+    pub fn bytes(&self) -> usize {
+        self.partitions.iter().map(|w| w.bytes).sum()
+    }
+
     /// Records parked now, over all partitions.
     #[cfg(test)]
     fn len(&self) -> usize {
         self.partitions.iter().map(|w| w.records.len()).sum()
     }
 
-    /// Gives `record` to its worker's queue `sender`, or parks it: behind
-    /// the partition's records parked already or, if the queue is full, as
-    /// the partition's first. Gives the record back if the worker has ended.
+    /// Gives `record` to its worker's `queue`, or parks it: behind the
+    /// partition's records parked already or, if the queue is full (in
+    /// records or bytes), as the partition's first. Gives the record back
+    /// if the worker has ended.
     pub fn hand(
         &mut self,
         fetching: &impl Fetching,
-        sender: &Sender<OwnedMessage>,
+        queue: &Queue,
         record: OwnedMessage,
     ) -> Result<(), OwnedMessage> {
         let (topic, partition) = (record.topic(), record.partition());
         if let Some(at) = self.find(topic, partition) {
             let waiting = &mut self.partitions[at];
-            if waiting.sender.same_channel(sender) {
+            if waiting.queue.same_channel(queue) {
                 waiting.push_back(record);
                 return Ok(());
             }
@@ -224,13 +234,13 @@ impl Parked {
                 .swap_remove(at)
                 .unbound(fetching, &self.bounds, true);
         }
-        match sender.try_send(record) {
+        match queue.try_send(record) {
             Ok(()) => Ok(()),
             Err(TrySendError::Full(record)) => {
                 let mut waiting = Waiting {
                     topic: record.topic().to_string(),
                     partition: record.partition(),
-                    sender: sender.clone(),
+                    queue: queue.clone(),
                     records: VecDeque::new(),
                     bytes: 0,
                     paused: false,
@@ -257,7 +267,7 @@ impl Parked {
     ) -> Result<(), WorkerGone> {
         let (mut gone, bounds) = (false, self.bounds);
         self.partitions.retain_mut(|waiting| {
-            if !workers.holds(&waiting.topic, waiting.partition, &waiting.sender) {
+            if !workers.holds(&waiting.topic, waiting.partition, &waiting.queue) {
                 tracing::debug!(
                     topic = waiting.topic,
                     partition = waiting.partition,
@@ -268,7 +278,7 @@ impl Parked {
                 return false;
             }
             while let Some(record) = waiting.pop_front() {
-                match waiting.sender.try_send(record) {
+                match waiting.queue.try_send(record) {
                     Ok(()) => {}
                     Err(TrySendError::Full(record)) => {
                         waiting.push_front(record);

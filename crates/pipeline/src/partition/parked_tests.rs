@@ -4,21 +4,23 @@
 use std::cell::RefCell;
 
 use rdkafka::Timestamp;
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::partition::held::{PARTITION_BYTES, size};
 
 /// What the fetch loop asked of librdkafka, in order.
 #[derive(Default)]
 struct Calls(RefCell<Vec<String>>);
 
 impl Fetching for Calls {
-    fn pause(&self, topic: &str, partition: i32) {
+    fn pause(&self, topic: &str, partition: i32) -> bool {
         self.0
             .borrow_mut()
             .push(format!("pause {topic}/{partition}"));
+        true
     }
     fn resume(&self, topic: &str, partition: i32) {
         self.0
@@ -71,11 +73,7 @@ fn offsets(receiver: &mut mpsc::Receiver<OwnedMessage>) -> Vec<i64> {
 }
 
 /// A worker registered for t/`partition`, with a queue of `room`.
-fn worker(
-    workers: &Workers,
-    partition: i32,
-    room: usize,
-) -> (Sender<OwnedMessage>, mpsc::Receiver<OwnedMessage>) {
+fn worker(workers: &Workers, partition: i32, room: usize) -> (Queue, mpsc::Receiver<OwnedMessage>) {
     workers.assign(&[("t".to_string(), partition)]);
     let mut receiver = None;
     let sender = workers
@@ -92,7 +90,7 @@ fn park_until_paused(
     parked: &mut Parked,
     fetching: &Calls,
     workers: &Workers,
-    sender: &Sender<OwnedMessage>,
+    sender: &Queue,
     now: Instant,
 ) {
     for offset in 0..6 {
@@ -285,7 +283,104 @@ async fn bytes_bound_the_parked_records_too() {
             .hand(&fetching, &sender, record(0, offset))
             .expect("live");
     }
-    assert!(parked.has_room(), "20 bytes parked");
+    assert!(parked.has_room(), "22 bytes parked (value and topic name)");
     parked.hand(&fetching, &sender, record(0, 3)).expect("live");
-    assert!(!parked.has_room(), "30 bytes parked");
+    assert!(!parked.has_room(), "33 bytes parked");
+}
+
+#[tokio::test]
+async fn headers_count_towards_the_parked_bytes() {
+    let workers = Workers::new(CancellationToken::new());
+    let fetching = Calls::default();
+    let mut parked = parked();
+    parked.bounds.room_bytes = 1000;
+    let (sender, _queue) = worker(&workers, 0, 1);
+    parked.hand(&fetching, &sender, record(0, 0)).expect("live");
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "x-heavy",
+        value: Some(&[b'h'; 2000][..]),
+    });
+    let heavy = OwnedMessage::new(
+        Some(vec![b'x'; 10]),
+        None,
+        "t".into(),
+        Timestamp::NotAvailable,
+        0,
+        1,
+        Some(headers),
+    );
+    parked.hand(&fetching, &sender, heavy).expect("live");
+    assert!(!parked.has_room(), "a small value, a 2,000-byte header");
+    assert!(parked.bytes() > 2000);
+}
+
+#[tokio::test]
+async fn a_partition_holding_its_share_of_bytes_has_its_records_parked() {
+    let workers = Workers::new(CancellationToken::new());
+    let fetching = Calls::default();
+    let mut parked = parked();
+    let (queue, mut receiver) = worker(&workers, 0, 100);
+    let big = OwnedMessage::new(
+        Some(vec![b'x'; PARTITION_BYTES]),
+        None,
+        "t".into(),
+        Timestamp::NotAvailable,
+        0,
+        0,
+        None,
+    );
+    parked.hand(&fetching, &queue, big).expect("live");
+    assert_eq!(
+        parked.len(),
+        0,
+        "the first goes to the worker, whatever its size"
+    );
+    assert!(workers.held().bytes() > PARTITION_BYTES);
+    parked.hand(&fetching, &queue, record(0, 1)).expect("live");
+    assert_eq!(
+        parked.len(),
+        1,
+        "the queue has room, the partition's share has not"
+    );
+    let taken = receiver.try_recv().expect("queued");
+    queue.share.release(size(&taken));
+    assert_eq!(workers.held().bytes(), 0);
+    parked
+        .hand_on(&fetching, &workers, Instant::now())
+        .expect("live");
+    assert_eq!(offsets(&mut receiver), [1], "handed on once released");
+    assert_eq!(workers.held().bytes(), size(&record(0, 1)));
+}
+
+/// librdkafka refusing to pause a partition.
+struct Unpausable;
+
+impl Fetching for Unpausable {
+    fn pause(&self, _: &str, _: i32) -> bool {
+        false
+    }
+    fn resume(&self, _: &str, _: i32) {
+        panic!("resumed a partition never paused");
+    }
+}
+
+#[tokio::test]
+async fn a_partition_that_could_not_be_paused_is_not_taken_for_paused() {
+    let workers = Workers::new(CancellationToken::new());
+    let mut parked = parked();
+    let (queue, _receiver) = worker(&workers, 0, 1);
+    let now = Instant::now();
+    for offset in 0..6 {
+        parked
+            .hand(&Unpausable, &queue, record(0, offset))
+            .expect("live");
+    }
+    parked.hand_on(&Unpausable, &workers, now).expect("live");
+    parked
+        .hand_on(&Unpausable, &workers, now + Duration::from_secs(1))
+        .expect("live");
+    assert!(
+        !parked.has_room(),
+        "its parked records still count: the fetch loop waits for its worker"
+    );
 }

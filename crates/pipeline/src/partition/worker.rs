@@ -25,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::held::{self, Share};
 use super::{Cancelled, Lease, Ledger, Start};
 use crate::dispatch::{self, Instances, Pass, Ran};
 use crate::pipeline::Pipeline;
@@ -54,6 +55,8 @@ pub struct Worker {
     token: CancellationToken,
     lease: Lease,
     ledger: Ledger,
+    /// What the records it holds cost, released as they complete.
+    share: Arc<Share>,
     /// Records taken from the fetch loop, not yet run.
     queue: VecDeque<OwnedMessage>,
     /// Handled records whose follow-ups await acknowledgement, oldest first.
@@ -98,6 +101,7 @@ impl Worker {
             token: start.cancel,
             lease: start.lease,
             ledger: Ledger::default(),
+            share: start.share,
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
             instances: Instances::new(),
@@ -109,6 +113,12 @@ impl Worker {
         // wound down the same way.
         let _ = worker.work(&mut records).await;
         worker.wind_down().await;
+        // What it did not finish is let go of: queued records too.
+        records.close();
+        while let Ok(record) = records.try_recv() {
+            worker.share.release(held::size(&record));
+        }
+        worker.share.release(worker.ledger.unfinished_bytes());
         tracing::info!(
             worker = id,
             topic = worker.topic,
@@ -223,9 +233,11 @@ impl Worker {
     }
 
     fn take(&mut self, record: OwnedMessage) {
-        if self.ledger.enter(record.offset()) {
+        let bytes = held::size(&record);
+        if self.ledger.enter_sized(record.offset(), bytes) {
             self.queue.push_back(record);
         } else {
+            self.share.release(bytes);
             tracing::warn!(
                 topic = self.topic,
                 partition = self.partition,
@@ -306,7 +318,7 @@ impl Worker {
             let record = ran.record;
             match refused {
                 None if sent.is_empty() => {
-                    self.ledger.complete(offset);
+                    self.complete(offset);
                 }
                 None => self.in_flight.push_back(InFlight { record, sent }),
                 Some(refused) => {
@@ -315,15 +327,21 @@ impl Worker {
                     let (pipeline, token) = (&self.pipeline, &self.token);
                     retry::dead_letter_refused(pipeline, token, &record, snapshot, refused, 1)
                         .await?;
-                    self.ledger.complete(offset);
+                    self.complete(offset);
                 }
             }
             return Ok(());
         }
         self.settle_all().await?;
         retry::finish(&self.pipeline, &self.token, ran, snapshot, &mut None).await?;
-        self.ledger.complete(offset);
+        self.complete(offset);
         Ok(())
+    }
+
+    /// The record at `offset` is finished: what it cost is released.
+    fn complete(&mut self, offset: i64) {
+        self.ledger.complete(offset);
+        self.share.release(self.ledger.take_released());
     }
 
     /// The worker cannot go on: the producer takes nothing more. It ends,
@@ -405,7 +423,7 @@ impl Worker {
             }
             return Err(Cancelled);
         }
-        self.ledger.complete(record.offset());
+        self.complete(record.offset());
         if let Some(next) = self.ledger.next_to_store() {
             held.stage(&self.topic, self.partition, next, 1, written);
         }
@@ -438,7 +456,7 @@ impl Worker {
             }
         }
         if let Some(done) = self.in_flight.pop_front() {
-            self.ledger.complete(done.record.offset());
+            self.complete(done.record.offset());
         }
         Ok(())
     }
@@ -459,7 +477,7 @@ impl Worker {
                 }
             }
             if let Some(done) = self.in_flight.pop_front() {
-                self.ledger.complete(done.record.offset());
+                self.complete(done.record.offset());
             }
         }
         self.store();
@@ -475,7 +493,7 @@ impl Worker {
                 break;
             }
             if let Some(done) = self.in_flight.pop_front() {
-                self.ledger.complete(done.record.offset());
+                self.complete(done.record.offset());
             }
         }
         self.store();

@@ -556,3 +556,70 @@ fn a_live_or_joined_consumer_group_is_refused_as_the_progress_group() {
     assert_eq!(end_offsets(&out, 1), vec![20]);
     std::fs::remove_dir_all(&eddy.dir).ok();
 }
+
+/// A dead letter is a record: whoever may write the dead-letter topic can
+/// forge its `eddy-original-topic` and `eddy-plugin`. Without a name on the
+/// command line, `eddy replay` follows them only to the topics the config
+/// reads and the plugins it routes to; names from records are printed
+/// escaped.
+#[test]
+fn forged_dead_letters_cannot_steer_a_replay() {
+    let (topic, out) = (unique("replay.forged"), unique("replay.forged.out"));
+    let (dlq, victim) = (unique("replay.forged.dlq"), unique("replay.forged.victim"));
+    create_topics(&[&topic, &out, &dlq, &victim], 1);
+    let dir = workspace(&tagger_config(&unique("g"), &topic, &out), "tagger-v2.wasm");
+    let config = dir.join("eddy.toml");
+    let producer = producer();
+    let forged = |original: &str, plugin: &str| {
+        let event = json!({"event_id": "1", "event_type": "x\u{1b}[2Jcleared", "data": {}});
+        let value = event.to_string();
+        producer.send(
+            &dlq,
+            Some("k"),
+            Some(value.as_bytes()),
+            &[
+                ("eddy-error", "trap: \u{1b}[31mforged"),
+                ("eddy-plugin", plugin),
+                ("eddy-original-topic", original),
+                ("eddy-original-partition", "0"),
+                ("eddy-original-offset", "0"),
+            ],
+        );
+    };
+    forged(&victim, "tagger");
+    forged(&topic, "evil");
+    producer.flush();
+
+    let to_topic = replay(
+        &config,
+        &["--dead-letters", &dlq, "--to-topic", "--execute"],
+    );
+    let said = text(&to_topic);
+    assert!(!to_topic.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("names original topic {victim:?}, which no route")),
+        "{said}"
+    );
+    assert!(
+        !said.contains('\u{1b}'),
+        "a raw escape reached the terminal: {said:?}"
+    );
+    let into_plugin = replay(
+        &config,
+        &["--dead-letters", &dlq, "--into-plugin", "--execute"],
+    );
+    let said = text(&into_plugin);
+    assert!(!into_plugin.status.success(), "{said}");
+    assert!(said.contains("names plugin \"evil\""), "{said}");
+    assert_eq!(end_offsets(&victim, 1), vec![0], "nothing was written");
+    assert_eq!(end_offsets(&topic, 1), vec![0], "nothing was written");
+    assert_eq!(end_offsets(&out, 1), vec![0], "nothing was written");
+
+    // Named on the command line, the operator's choice: the plan lists it.
+    let named = replay(&config, &["--dead-letters", &dlq, "--to-topic", &victim]);
+    let said = text(&named);
+    assert!(named.status.success(), "{said}");
+    assert!(said.contains(&format!("into: topic {victim} 2")), "{said}");
+    assert!(said.contains("x\\u{1b}[2Jcleared"), "{said}");
+    std::fs::remove_dir_all(dir).ok();
+}

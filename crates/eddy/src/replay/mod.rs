@@ -69,7 +69,10 @@ pub fn run(options: &Options, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let (spans, from_time) = plan_spans(&consumer, options, topic)?;
     let resumed = resume(&consumer, topic, &group, &spans)?;
 
-    let mut plan = scan(&consumer, topic, &resumed, options, &filters, &stop)?;
+    let allowed = plan::Allowed::of(&config);
+    let mut plan = scan(
+        &consumer, topic, &resumed, options, &filters, &allowed, &stop,
+    )?;
     if let Some(from_time) = from_time {
         plan.problems
             .extend(deleted_before(&consumer, topic, &spans, from_time)?);

@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::options::{Options, Source, TIMEOUT, Target};
 use super::range::{self, Bound, Span};
 use super::records::{self, Filters, Seen};
+use eddy_core::text::OneLine;
 use eddy_kafka::client::{self as kafka, ProducerContext};
 
 /// The range of each partition of `topic` the options name, and the time
@@ -209,6 +210,26 @@ pub struct Plan {
     pub problems: Vec<String>,
 }
 
+/// Where a dead letter may send its record by its own headers alone: the
+/// topics the config's routes read and the plugins they route to. A
+/// dead letter is a record anyone who may write the dead-letter topic can
+/// forge; a target outside these is taken only when named with
+/// `--to-topic NAME` or `--into-plugin NAME`.
+#[derive(Debug, Default)]
+pub struct Allowed {
+    pub topics: BTreeSet<String>,
+    pub plugins: BTreeSet<String>,
+}
+
+impl Allowed {
+    pub fn of(config: &eddy_core::Config) -> Allowed {
+        Allowed {
+            topics: config.topics().into_iter().collect(),
+            plugins: config.routes.iter().map(|r| r.plugin.clone()).collect(),
+        }
+    }
+}
+
 /// Reads the range once and counts it; finds what stands in the way.
 pub fn scan(
     consumer: &BaseConsumer<ProducerContext>,
@@ -216,6 +237,7 @@ pub fn scan(
     spans: &[Span],
     options: &Options,
     filters: &Filters,
+    allowed: &Allowed,
     stop: &AtomicBool,
 ) -> anyhow::Result<Plan> {
     let mut plan = Plan::default();
@@ -236,9 +258,13 @@ pub fn scan(
             *plan.by_reason.entry(reason).or_default() += 1;
             plan.failed_again += usize::from(seen.replayed);
         }
-        match plan_target(&record, &seen, options) {
+        match plan_target(&record, &seen, options, allowed) {
             Ok(target) => *plan.by_target.entry(target).or_default() += 1,
-            Err(problem) => plan.problems.push(problem),
+            Err(problem) => {
+                // Not loaded either: a forged name must not pick a file.
+                plan.problems.push(problem);
+                return Ok(true);
+            }
         }
         if let Target::Plugin(named) = &options.target
             && let Some(plugin) = named.clone().or(seen.plugin.clone())
@@ -261,7 +287,12 @@ pub fn scan(
 }
 
 /// Where `record` goes, as the plan says it, or why it cannot.
-fn plan_target(record: &OwnedMessage, seen: &Seen, options: &Options) -> Result<String, String> {
+fn plan_target(
+    record: &OwnedMessage,
+    seen: &Seen,
+    options: &Options,
+    allowed: &Allowed,
+) -> Result<String, String> {
     if options.dead_letters() {
         records::original_place(record)?;
     }
@@ -269,16 +300,30 @@ fn plan_target(record: &OwnedMessage, seen: &Seen, options: &Options) -> Result<
     match &options.target {
         Target::Plugin(Some(plugin)) => Ok(format!("plugin {plugin}")),
         Target::Plugin(None) => match &seen.plugin {
-            Some(plugin) => Ok(format!("plugin {plugin}")),
+            Some(plugin) if allowed.plugins.contains(plugin) => Ok(format!("plugin {plugin}")),
+            Some(plugin) => Err(format!(
+                "the dead letter {place} names plugin {plugin:?}, to which no route of the config \
+                 sends events: pass --into-plugin {} to give it that plugin anyway, or leave \
+                 it out with --plugin or --reason",
+                OneLine(plugin)
+            )),
             None => Err(format!(
                 "the dead letter {place} names no plugin (reason {}): pass --into-plugin NAME, \
                  or leave it out with --reason",
-                seen.reason.as_deref().unwrap_or("none")
+                OneLine(seen.reason.as_deref().unwrap_or("none"))
             )),
         },
         Target::Topic(Some(topic)) => Ok(format!("topic {topic}")),
         Target::Topic(None) => {
             let (topic, _, _) = records::original_place(record)?;
+            if !allowed.topics.contains(&topic) {
+                return Err(format!(
+                    "the dead letter {place} names original topic {topic:?}, which no route of \
+                     the config reads: pass --to-topic {} to write it there anyway, or leave it \
+                     out with --plugin or --reason",
+                    OneLine(&topic)
+                ));
+            }
             Ok(format!("topic {topic}"))
         }
     }
@@ -334,9 +379,11 @@ impl Plan {
             "  {} records to read, {} match ({filters})",
             self.records, self.matching
         ));
+        // Names come from the records: written escaped, so none can move
+        // the terminal's cursor or forge a line of the plan.
         let counts = |map: &BTreeMap<String, usize>| {
             map.iter()
-                .map(|(k, n)| format!("{k} {n}"))
+                .map(|(k, n)| format!("{} {n}", OneLine(k)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -3,7 +3,8 @@
 //! event type's schema). A schema it answers is compiled once and kept: an
 //! id names one schema for good. Any other answer about an id (none, or a
 //! schema eddy cannot check against), and a subject's latest, are asked
-//! again after [`REFRESH`], and a subject's is kept meanwhile if the
+//! again after [`REFRESH`] (an id it does not have is waited for, for
+//! [`NEW_ID_GRACE`], before it is taken for unknown), and a subject's is kept meanwhile if the
 //! registry does not answer. An answer that is not the registry's (a body
 //! that is not JSON, a redirect, a body cut short) means the registry is
 //! unavailable, as a refused connection does: what needs it waits.
@@ -22,6 +23,11 @@ const REFRESH: Duration = Duration::from_secs(30);
 /// Longest the registry may take to accept a connection, and to answer.
 const CONNECT_WAIT: Duration = Duration::from_secs(2);
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// How long an id the registry says it does not have is asked again before
+/// the record naming it is given up (`schema-unknown`): a producer may use
+/// an id the moment it registered it, before every node of the registry
+/// (or a cache in front of it) knows it.
+const NEW_ID_GRACE: Duration = Duration::from_secs(10);
 /// Ids and subjects remembered, at most, before those the registry does
 /// not have are forgotten: both come from outside, and a flood of made-up
 /// ones must not grow memory without end.
@@ -48,6 +54,9 @@ pub struct Registry {
     agent: ureq::Agent,
     by_id: Mutex<HashMap<u32, (Instant, Lookup)>>,
     by_subject: Mutex<HashMap<String, (Instant, Lookup)>>,
+    /// When the registry first said it does not have an id.
+    missing_since: Mutex<HashMap<u32, Instant>>,
+    new_id_grace: Duration,
     /// Why the last request failed; `None` once one succeeds.
     trouble: Mutex<Option<String>>,
 }
@@ -88,6 +97,8 @@ impl Registry {
             agent,
             by_id: Mutex::new(HashMap::new()),
             by_subject: Mutex::new(HashMap::new()),
+            missing_since: Mutex::new(HashMap::new()),
+            new_id_grace: NEW_ID_GRACE,
             trouble: Mutex::new(None),
         }
     }
@@ -117,12 +128,34 @@ impl Registry {
         let lookup = self.fetch(&format!("/schemas/ids/{id}"), || {
             format!("schema id {id} of the registry at {}", self.base)
         })?;
+        if matches!(lookup, Lookup::Missing) && self.too_new(id) {
+            return Err(Unavailable(format!(
+                "schema id {id} is not known to the registry at {} yet; asked again for \
+                 {:?} after it was first asked",
+                self.base, self.new_id_grace
+            )));
+        }
         let mut ids = lock(&self.by_id);
         if !matches!(lookup, Lookup::Found(_)) && ids.len() >= MAX_MISSING {
             ids.retain(|_, (_, l)| matches!(l, Lookup::Found(_)));
         }
         ids.insert(id, (Instant::now(), lookup.clone()));
         Ok(lookup)
+    }
+
+    /// Whether the registry first said it does not have `id` less than
+    /// [`NEW_ID_GRACE`] ago. Ids come from records: past [`MAX_MISSING`]
+    /// of them at once, a new one gets no grace.
+    fn too_new(&self, id: u32) -> bool {
+        let mut since = lock(&self.missing_since);
+        let grace = self.new_id_grace;
+        if since.len() >= MAX_MISSING && !since.contains_key(&id) {
+            since.retain(|_, at| at.elapsed() < grace);
+            if since.len() >= MAX_MISSING {
+                return false;
+            }
+        }
+        since.entry(id).or_insert_with(Instant::now).elapsed() < grace
     }
 
     /// The latest schema of `subject`. A registry that does not answer is
@@ -418,6 +451,30 @@ mod tests {
         // A schema is kept: the registry is not asked again.
         assert!(matches!(registry.by_id(7), Ok(Lookup::Found(_))));
         assert_eq!(*lock(&asked), 3);
+    }
+
+    #[test]
+    fn an_id_the_registry_does_not_have_yet_is_asked_again_for_a_while() {
+        let missing = ("HTTP/1.1 404 Not Found", r#"{"error_code":40403}"#);
+        let (base, asked) = stub(vec![
+            missing,
+            ("HTTP/1.1 200 OK\r\nContent-Type: application/json", SCHEMA),
+            missing,
+            missing,
+        ]);
+        let mut registry = Registry::new(&base);
+        registry.new_id_grace = Duration::from_millis(300);
+        let Err(Unavailable(why)) = registry.by_id(7) else {
+            panic!("an id missing at first was given up at once");
+        };
+        assert!(why.contains("not known to the registry"), "{why}");
+        assert!(registry.trouble().is_none(), "the registry answered");
+        assert!(matches!(registry.by_id(7), Ok(Lookup::Found(_))));
+        // Another id: waited for, then unknown once the grace is over.
+        assert!(registry.by_id(8).is_err());
+        std::thread::sleep(Duration::from_millis(350));
+        assert!(matches!(registry.by_id(8), Ok(Lookup::Missing)));
+        assert_eq!(*lock(&asked), 4);
     }
 
     #[test]

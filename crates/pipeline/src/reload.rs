@@ -128,7 +128,7 @@ impl Reloader {
             _ => false,
         };
         if !same {
-            self.registry = url.map(|url| Arc::new(eddy_schema::Registry::new(url)));
+            self.registry = eddy_schema::Registry::of(&config.schemas).map(Arc::new);
         }
         Arc::new(Schemas::new(&config.schemas, files, self.registry.clone()))
     }

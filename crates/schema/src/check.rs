@@ -23,11 +23,7 @@ pub fn check(config: &eddy_core::Config) -> Vec<Result<String, String>> {
             r.reason
         )));
     }
-    let registry = config
-        .schemas
-        .registry
-        .as_deref()
-        .map(|url| Arc::new(Registry::new(url)));
+    let registry = Registry::of(&config.schemas).map(Arc::new);
     let schemas = Schemas::new(&config.schemas, catalog, registry);
     for ((event_type, version), schema) in schemas.files.iter() {
         let version = version.as_deref().unwrap_or("every version");

@@ -468,10 +468,7 @@ pub fn load_once(config: &SchemasConfig) -> Result<Arc<Schemas>, Vec<String>> {
         }
         None => Catalog::default(),
     };
-    let registry = config
-        .registry
-        .as_deref()
-        .map(|url| Arc::new(Registry::new(url)));
+    let registry = Registry::of(config).map(Arc::new);
     Ok(Arc::new(Schemas::new(config, catalog, registry)))
 }
 

@@ -103,6 +103,18 @@ impl Registry {
         }
     }
 
+    /// The registry of `config`, if it names one, logging in with the
+    /// user and password its `registry_*` settings give (or the URL's).
+    pub fn of(config: &eddy_core::config::SchemasConfig) -> Option<Registry> {
+        let mut registry = Registry::new(config.registry.as_deref()?);
+        // A login that cannot be read was refused before (`eddy check`,
+        // start-up); should it fail since, the registry says 401.
+        if let Ok(Some((user, password))) = config.registry_login() {
+            registry.authorization = Some(basic(&user, &password));
+        }
+        Some(registry)
+    }
+
     /// The registry's URL without its user and password, if it had them.
     pub fn base(&self) -> &str {
         &self.base
@@ -337,15 +349,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// `url` without the `user:password@` of its authority, and the HTTP Basic
 /// `Authorization` they make (percent-escapes decoded), if it had them.
 fn without_userinfo(url: &str) -> (String, Option<String>) {
-    use base64::Engine;
     let (base, userinfo) = eddy_core::text::split_userinfo(url);
     let authorization = userinfo.map(|userinfo| {
         let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-        let pair = format!("{}:{}", percent_decoded(user), percent_decoded(password));
-        let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
-        format!("Basic {encoded}")
+        basic(&percent_decoded(user), &percent_decoded(password))
     });
     (base, authorization)
+}
+
+/// The `Authorization` value of HTTP Basic auth.
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
 }
 
 fn percent_decoded(text: &str) -> String {

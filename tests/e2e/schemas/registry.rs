@@ -352,3 +352,105 @@ fn a_follow_up_whose_schema_the_registry_cannot_give_waits_uncounted_and_is_writ
         "nothing dead-lettered for the registry's absence"
     );
 }
+
+/// The registry's user and password come from variables (or the URL), are
+/// sent as HTTP Basic auth, and show nowhere: not in the log, `/readyz`,
+/// `/metrics`, a dead letter or `eddy check`.
+#[test]
+fn the_registry_password_is_sent_and_never_shown() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    const PASSWORD: &str = "pa55-w0rd-never-shown";
+    // base64 of "eddy:pa55-w0rd-never-shown".
+    const BASIC: &str = "Basic ZWRkeTpwYTU1LXcwcmQtbmV2ZXItc2hvd24=";
+    // A registry that has no schema at all, keeping what it was sent.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let requests = Arc::new(Mutex::new(Vec::<String>::new()));
+    {
+        let requests = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(200) {
+                let Ok(mut stream) = stream else { continue };
+                let mut request = [0u8; 8192];
+                let read = stream.read(&mut request).unwrap_or(0);
+                requests
+                    .lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&request[..read]).into_owned());
+                let body = r#"{"error_code":40403,"message":"Schema not found"}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+    }
+    let (topic, out) = (unique("schemas.secret"), unique("schemas.secret.out"));
+    create_topics(&[&topic, &out, &format!("{topic}.dlq")], 1);
+    let config = format!(
+        "{}\n[schemas]\nregistry = \"http://127.0.0.1:{port}\"\n\
+         registry_username_env = \"EDDY_TEST_REGISTRY_USER\"\n\
+         registry_password_env = \"EDDY_TEST_REGISTRY_PASSWORD\"\n",
+        tagger_config(&unique("g"), &topic, &out)
+    );
+    let mut eddy = Eddy::start_with_env(
+        &config,
+        &[PluginFile::Test("tagger")],
+        &[
+            ("EDDY_TEST_REGISTRY_USER", "eddy"),
+            ("EDDY_TEST_REGISTRY_PASSWORD", PASSWORD),
+        ],
+    );
+    let event = user("secret-1", "1.0", json!({"user_id": "u1"}));
+    let p = producer();
+    p.send_bytes_to(&topic, 0, "k", &framed(4242, &event));
+    p.flush();
+    // Asked again for 10 s, then given up.
+    let dead = dead_letters(&topic, 1);
+    assert_eq!(dead.len(), 1, "log:\n{}", eddy.log());
+    let sent = requests.lock().unwrap().clone();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|r| r.contains(BASIC)),
+        "{sent:?}"
+    );
+    let mut shown = vec![
+        ("the log", eddy.log()),
+        ("/readyz", http_get(&eddy.http_addr(), "/readyz").1),
+        ("/metrics", http_get(&eddy.http_addr(), "/metrics").1),
+        ("the dead letter", format!("{:?}", dead[0])),
+    ];
+    eddy.stop();
+    shown.push(("the log after stopping", eddy.log()));
+    // The same login in the URL, for `eddy check`.
+    let in_url = config
+        .replace(
+            &format!("http://127.0.0.1:{port}"),
+            &format!("http://eddy:{PASSWORD}@127.0.0.1:{port}"),
+        )
+        .replace("registry_username_env = \"EDDY_TEST_REGISTRY_USER\"\n", "")
+        .replace(
+            "registry_password_env = \"EDDY_TEST_REGISTRY_PASSWORD\"\n",
+            "",
+        );
+    shown.push(("eddy check", crate::harness::check(&in_url, &[], &[]).1));
+    let https = in_url.replace("http://eddy:", "https://eddy:");
+    shown.push((
+        "eddy check's problem",
+        crate::harness::check(&https, &[], &[]).1,
+    ));
+    for (surface, text) in &shown {
+        assert!(
+            !text.contains(PASSWORD),
+            "the password shows in {surface}:\n{text}"
+        );
+    }
+    assert!(
+        shown
+            .last()
+            .is_some_and(|(_, text)| text.contains("https://127.0.0.1")),
+        "{shown:?}"
+    );
+}

@@ -190,6 +190,54 @@ pub struct SchemasConfig {
     /// What an event with no schema meets, in and out.
     #[serde(default)]
     pub unknown: UnknownSchema,
+    /// The variable holding the registry's user name (HTTP Basic auth).
+    #[serde(default)]
+    pub registry_username_env: Option<String>,
+    /// The variable, or the file, holding the registry's password.
+    #[serde(default)]
+    pub registry_password_env: Option<String>,
+    #[serde(default)]
+    pub registry_password_file: Option<PathBuf>,
+}
+
+impl SchemasConfig {
+    /// The registry's user name and password, from `registry_username_env`
+    /// and `registry_password_env` or `registry_password_file`; `None` if
+    /// none of them is set (a user and password in the URL serve too).
+    pub fn registry_login(&self) -> Result<Option<(String, String)>, String> {
+        let table = "[schemas]";
+        let user = security::secret_of(
+            table,
+            "registry_username",
+            &self.registry_username_env,
+            &None,
+        )?;
+        let password = security::secret_of(
+            table,
+            "registry_password",
+            &self.registry_password_env,
+            &self.registry_password_file,
+        )?;
+        let in_url = self
+            .registry
+            .as_deref()
+            .is_some_and(|url| crate::text::split_userinfo(url).1.is_some());
+        match (user, password) {
+            (None, None) => Ok(None),
+            _ if in_url => Err(format!(
+                "{table}: the registry URL has a user and password, and registry_*_env / \
+                 registry_password_file give them too; keep one"
+            )),
+            (Some(user), Some(password)) => Ok(Some((user, password))),
+            (None, Some(_)) => Err(format!(
+                "{table}: registry_password_env or _file is set, but no registry_username_env"
+            )),
+            (Some(_), None) => Err(format!(
+                "{table}: registry_username_env is set, but neither registry_password_env nor \
+                 registry_password_file"
+            )),
+        }
+    }
 }
 
 /// How an event's registry subject is named.
@@ -407,6 +455,11 @@ impl Config {
             && dir.is_relative()
         {
             *dir = base.join(&*dir);
+        }
+        if let Some(file) = &mut config.schemas.registry_password_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
         }
         config.source = Some(path.to_path_buf());
         Ok(config)

@@ -184,6 +184,16 @@ fn schemas_problems(config: &SchemasConfig) -> Vec<String> {
             problems.push(format!("[schemas] registry {url:?} is not an http:// URL"));
         }
     }
+    if let Err(problem) = config.registry_login() {
+        problems.push(problem);
+    }
+    if config.registry.is_none()
+        && (config.registry_username_env.is_some()
+            || config.registry_password_env.is_some()
+            || config.registry_password_file.is_some())
+    {
+        problems.push("[schemas]: a registry login is given, but no registry".to_string());
+    }
     if let Some(dir) = &config.dir
         && !dir.is_dir()
     {

@@ -296,40 +296,46 @@ impl SecurityConfig {
     }
 }
 
-/// A secret from the variable or the file named, one of them at most. The
-/// file's content without its trailing line break.
+/// A secret of `[kafka.security]` ([`secret_of`]).
 fn secret(
     name: &str,
     env: &Option<String>,
     file: &Option<PathBuf>,
 ) -> Result<Option<String>, String> {
+    secret_of("[kafka.security]", name, env, file)
+}
+
+/// A secret from the variable or the file named, one of them at most, as
+/// the settings `{name}_env` and `{name}_file` of `table` give them. The
+/// file's content without its trailing line break.
+pub(crate) fn secret_of(
+    table: &str,
+    name: &str,
+    env: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, String> {
     match (env, file) {
-        (Some(_), Some(_)) => Err(format!(
-            "[kafka.security] set {name}_env or {name}_file, not both"
-        )),
+        (Some(_), Some(_)) => Err(format!("{table}: set {name}_env or {name}_file, not both")),
         (Some(variable), None) => match std::env::var(variable) {
             Ok(value) if !value.is_empty() => Ok(Some(value)),
             Ok(_) => Err(format!(
-                "[kafka.security] {name}_env names {variable}, which is empty"
+                "{table} {name}_env names {variable}, which is empty"
             )),
             Err(_) => Err(format!(
-                "[kafka.security] {name}_env names {variable}, which is not set"
+                "{table} {name}_env names {variable}, which is not set"
             )),
         },
         (None, Some(path)) => match std::fs::read_to_string(path) {
             Ok(value) => {
                 let value = value.trim_end_matches(['\r', '\n']);
                 if value.is_empty() {
-                    Err(format!(
-                        "[kafka.security] {name}_file {} is empty",
-                        path.display()
-                    ))
+                    Err(format!("{table} {name}_file {} is empty", path.display()))
                 } else {
                     Ok(Some(value.to_string()))
                 }
             }
             Err(e) => Err(format!(
-                "[kafka.security] {name}_file {} cannot be read: {}",
+                "{table} {name}_file {} cannot be read: {}",
                 path.display(),
                 e.kind()
             )),

@@ -457,6 +457,8 @@ fn a_plugins_log_lines_are_events_on_its_span_and_bounded() {
     assert_eq!(logs.len(), 100, "{:?}", handled.events.len());
     let first = format!("{:?}", logs[0].attributes);
     assert!(first.contains("chaos flood line 0"), "{first}");
+    // Each line cut to 1 KiB in the span (the log has 4 KiB of it).
+    assert!(first.len() < 1300 && first.contains('…'), "{first}");
     assert!(first.contains("warn"), "{first}");
 }
 

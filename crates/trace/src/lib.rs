@@ -50,6 +50,19 @@ use crate::http::PlainHttp;
 
 /// Spans a batch holds at most.
 const BATCH: usize = 512;
+/// A text attribute's bytes at most (a record's key, ids, a topic name, a
+/// handler's reason): they come from records, and a span is kept until it
+/// is sent. Longer ones are cut and end in `…`.
+const MAX_TEXT: usize = 256;
+/// A guest log line's bytes at most in a span (the log itself has the 100
+/// lines an event may log, each up to 4 KiB).
+const MAX_LOG_TEXT: usize = 1024;
+/// Bytes of attributes the queue holds at most, whatever the number of
+/// spans: past it spans are dropped and counted.
+const MAX_QUEUED_BYTES: usize = 16 << 20;
+
+/// Bytes of attributes the queue holds now.
+static QUEUED_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 /// How often failed exports are said again.
 const SAY_AGAIN: Duration = Duration::from_secs(60);
 
@@ -61,7 +74,8 @@ struct Export {
 }
 
 enum Message {
-    Span(Box<SpanData>),
+    /// A span, and the bytes of its attributes.
+    Span(Box<SpanData>, usize),
     /// Send what is queued, then answer.
     Flush(SyncSender<()>),
 }
@@ -129,11 +143,49 @@ fn queue(span: SpanData) {
     let Some(export) = EXPORT.get() else {
         return;
     };
-    match export.queue.try_send(Message::Span(Box::new(span))) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) => metrics::spans_dropped("queue-full", 1),
-        Err(TrySendError::Disconnected(_)) => metrics::spans_dropped("export-stopped", 1),
+    use std::sync::atomic::Ordering;
+    let bytes = span_bytes(&span);
+    if QUEUED_BYTES.fetch_add(bytes, Ordering::Relaxed) + bytes > MAX_QUEUED_BYTES {
+        QUEUED_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+        metrics::spans_dropped("queue-full", 1);
+        return;
     }
+    let dropped = match export.queue.try_send(Message::Span(Box::new(span), bytes)) {
+        Ok(()) => return,
+        Err(TrySendError::Full(_)) => "queue-full",
+        Err(TrySendError::Disconnected(_)) => "export-stopped",
+    };
+    QUEUED_BYTES.fetch_sub(bytes, Ordering::Relaxed);
+    metrics::spans_dropped(dropped, 1);
+}
+
+/// About what a span's attributes and events' attributes take.
+fn span_bytes(span: &SpanData) -> usize {
+    let of = |attributes: &[KeyValue]| -> usize {
+        attributes
+            .iter()
+            .map(|kv| kv.key.as_str().len() + kv.value.as_str().len() + 16)
+            .sum()
+    };
+    256 + of(&span.attributes)
+        + span
+            .events
+            .iter()
+            .map(|event| 64 + event.name.len() + of(&event.attributes))
+            .sum::<usize>()
+}
+
+/// `value` as an attribute: at most `max` bytes, cut on a character and
+/// ending in `…` if it was longer.
+fn capped(value: &str, max: usize) -> opentelemetry::Value {
+    if value.len() <= max {
+        return opentelemetry::Value::String(value.to_string().into());
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    opentelemetry::Value::String(format!("{}…", &value[..end]).into())
 }
 
 fn send_batches(
@@ -149,7 +201,10 @@ fn send_batches(
         let mut flushed = None;
         while let Some(message) = next.take() {
             match message {
-                Message::Span(span) => batch.push(*span),
+                Message::Span(span, bytes) => {
+                    QUEUED_BYTES.fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+                    batch.push(*span);
+                }
                 Message::Flush(done) => {
                     flushed = Some(done);
                     break;
@@ -198,7 +253,7 @@ fn span_context(trace_id: [u8; 16], span_id: [u8; 8], remote: bool) -> SpanConte
 }
 
 fn text(value: &str) -> opentelemetry::Value {
-    opentelemetry::Value::String(value.to_string().into())
+    capped(value, MAX_TEXT)
 }
 
 /// The CONSUMER span of one plugin's handling of one record.
@@ -224,7 +279,9 @@ fn consumer_span(consumed: Consumed<'_>) {
     if let Some(key) = place.key {
         attributes.push(KeyValue::new(
             "messaging.kafka.message.key",
-            String::from_utf8_lossy(key).into_owned(),
+            text(&String::from_utf8_lossy(
+                &key[..key.len().min(MAX_TEXT + 4)],
+            )),
         ));
     }
     if let Some((name, version)) = consumed.plugin {
@@ -254,7 +311,7 @@ fn consumer_span(consumed: Consumed<'_>) {
     for log in consumed.logs {
         let attributes = vec![
             KeyValue::new("log.level", log.level),
-            KeyValue::new("log.message", log.message),
+            KeyValue::new("log.message", capped(&log.message, MAX_LOG_TEXT)),
         ];
         events
             .events
@@ -392,5 +449,20 @@ pub fn consumed(consumed: Consumed<'_>) {
 pub fn produced(trace: &FollowUpTrace, topic: &str, event_id: &str) {
     if trace.ids.is_some() {
         producer_span(trace, topic, event_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_from_records_is_cut_on_a_character_with_a_mark() {
+        assert_eq!(capped("short", 8).as_str(), "short");
+        assert_eq!(capped("abcdefghij", 4).as_str(), "abcd…");
+        // 'é' is two bytes: not cut in half.
+        assert_eq!(capped("aaaé", 4).as_str(), "aaa…");
+        let key = "k".repeat(600_000);
+        assert!(text(&key).as_str().len() <= MAX_TEXT + '…'.len_utf8());
     }
 }
